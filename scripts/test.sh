@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: everything a developer or CI needs to trust a change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+# Whole-system tests start the real binaries, so build them first.
+cargo build --workspace --bins
+cargo test --workspace
