@@ -92,5 +92,5 @@ else
   bad "write .img to mmcblk0: $out"
 fi
 
-echo "flash.sh guards: $passed passed, $failed failed"
+echo "flash: $passed passed, $failed failed"
 ((failed == 0))
