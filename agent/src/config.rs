@@ -230,12 +230,17 @@ impl Config {
         if let Some(path) = path {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    raw = basic_toml::from_str(&text).map_err(|e| Error::ConfigParse {
-                        path: path.clone(),
-                        message: format!(
-                            "{e}; fix: the keys are {} (and an ignored [wifi] table)",
-                            KEYS.join(", ")
-                        ),
+                    raw = basic_toml::from_str(&text).map_err(|e| {
+                        let e = e.to_string();
+                        let fix = if e.contains("unknown field") {
+                            "remove or rename that key (agent.toml.example lists them all)"
+                        } else {
+                            "write numbers unquoted and text in double quotes"
+                        };
+                        Error::ConfigParse {
+                            path: path.clone(),
+                            message: format!("{e}; fix: {fix}"),
+                        }
                     })?;
                     let origin = format!("config file {}", path.display());
                     for key in KEYS {
@@ -749,5 +754,17 @@ mod tests {
         assert_eq!(a.state_dir.as_deref(), Some("/tmp/x"));
         assert!(Args::parse(["--bogus".to_string()]).is_err());
         assert!(Args::parse(["--id".to_string()]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/agent.toml.example");
+        let args = super::Args::parse(["--config".to_string(), path.to_string()]).unwrap();
+        let c = super::Config::load(&args, |k| (k == "PIFLEET_ID").then(|| "x".into()), false)
+            .unwrap();
+        assert_eq!(c.orchestrator_url, "http://192.168.1.10:5000");
     }
 }
