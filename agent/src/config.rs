@@ -763,8 +763,8 @@ mod example {
     fn shipped_example_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/agent.toml.example");
         let args = super::Args::parse(["--config".to_string(), path.to_string()]).unwrap();
-        let c = super::Config::load(&args, |k| (k == "PIFLEET_ID").then(|| "x".into()), false)
-            .unwrap();
+        let c =
+            super::Config::load(&args, |k| (k == "PIFLEET_ID").then(|| "x".into()), false).unwrap();
         assert_eq!(c.orchestrator_url, "http://192.168.1.10:5000");
     }
 }
