@@ -18,3 +18,4 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 pub mod fake_ollama;
+pub mod fleet;
