@@ -5,6 +5,12 @@ set -euo pipefail
 packages=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || packages+=("$1"); }
 need systemd
+# Shipping: the aarch64 cross build and running it under qemu-user (scripts/build-aarch64.sh,
+# scripts/test-aarch64-qemu.sh); systemd-analyze for scripts/verify-units.sh.
+need gcc-aarch64-linux-gnu
+need libc6-dev-arm64-cross
+need qemu-user
+need xz-utils
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("pifleet: not built yet");
-    std::process::exit(2);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    pifleet::main_with(pifleet::Cli::parse())
 }

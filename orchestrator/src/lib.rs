@@ -124,7 +124,7 @@ impl Orchestrator {
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: answering waiting polls");
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 fleet.shutdown();
             }
         };
@@ -155,6 +155,6 @@ pub async fn run(
         tracing::info!(%addr, db = ?config.db, "pifleet orchestrator listening");
     }
     // Harmless outside systemd: without NOTIFY_SOCKET this does nothing.
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     orchestrator.serve(listener, shutdown).await
 }

@@ -19,6 +19,9 @@
 //! | `GET /api/stats`                       | -                   | [`StatsResponse`]        |
 //! | `GET /api/tasks/queue`                 | -                   | [`QueueResponse`]        |
 //! | `GET /api/nodes`, `GET /api/nodes/{id}`| -                   | [`NodesResponse`], [`NodeDetail`] |
+//! | `POST /api/nodes/{id}/drain`, `/undrain` | -                 | [`NodeView`]             |
+//! | `GET /api/events`                      | -                   | `text/event-stream`      |
+//! | `GET /metrics`                         | -                   | Prometheus text format   |
 //!
 //! Errors are always `{"error": "..."}` ([`ErrorResponse`]) with a 4xx/5xx status.
 //! Authentication, when configured, is `Authorization: Bearer <token>`.
@@ -43,6 +46,16 @@ pub mod paths {
     pub const STATS: &str = "/api/stats";
     pub const NODES: &str = "/api/nodes";
     pub const METRICS: &str = "/metrics";
+    /// Server-sent events for the status page: the fleet, pushed on every change.
+    pub const EVENTS: &str = "/api/events";
+}
+
+/// `/api/nodes/{id}` (no action) or `/api/nodes/{id}/{action}` (`drain`, `undrain`).
+pub fn node_path(node_id: &str, action: Option<&str>) -> String {
+    match action {
+        Some(a) => format!("{}/{}/{}", paths::NODES, encode_segment(node_id), a),
+        None => format!("{}/{}", paths::NODES, encode_segment(node_id)),
+    }
 }
 
 /// `/api/workers/{id}/{action}` with the id percent-encoded where it must be.

@@ -16,3 +16,5 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod fake_ollama;

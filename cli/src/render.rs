@@ -1,0 +1,655 @@
+//! Pure text rendering of the orchestrator's views: no I/O, the clock and colour choice
+//! are arguments, so every table is testable byte for byte.
+
+use pifleet_protocol::{
+    MetricSample, NodeDetail, NodeView, NodesResponse, TaskStatusResponse, WorkerState,
+};
+
+/// Temperatures at or above these are shown as warm (yellow) and hot (red); the
+/// orchestrator's default soft limit is 80 °C and its hard limit 85 °C.
+pub const TEMP_WARM_C: f32 = 70.0;
+pub const TEMP_HOT_C: f32 = 80.0;
+
+/// ANSI styles, applied only when the caller says colours are wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Bold,
+    Dim,
+    Green,
+    Yellow,
+    Red,
+    Cyan,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Plain => "",
+            Style::Bold => "\x1b[1m",
+            Style::Dim => "\x1b[2m",
+            Style::Green => "\x1b[32m",
+            Style::Yellow => "\x1b[33m",
+            Style::Red => "\x1b[31m",
+            Style::Cyan => "\x1b[36m",
+        }
+    }
+}
+
+fn paint(text: &str, style: Style, color: bool) -> String {
+    if !color || style == Style::Plain || text.is_empty() {
+        text.to_string()
+    } else {
+        format!("{}{}\x1b[0m", style.code(), text)
+    }
+}
+
+pub fn status_style(status: WorkerState) -> Style {
+    match status {
+        WorkerState::Online => Style::Green,
+        WorkerState::Busy => Style::Cyan,
+        WorkerState::Draining => Style::Yellow,
+        WorkerState::Dead => Style::Red,
+    }
+}
+
+pub fn temp_style(t: f32) -> Style {
+    if t >= TEMP_HOT_C {
+        Style::Red
+    } else if t >= TEMP_WARM_C {
+        Style::Yellow
+    } else {
+        Style::Green
+    }
+}
+
+/// `1.5G`, `512M`, `900K`: binary units, one decimal below 10.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
+/// How long ago `at` was, as of `now`: `3s ago`, `5m ago`, `2h ago`, `4d ago`.
+pub fn ago(at: f64, now: f64) -> String {
+    let s = (now - at).max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// The effective status: a draining node shows as draining until it is dead.
+pub fn effective_status(node: &NodeView) -> WorkerState {
+    if node.draining && node.status != WorkerState::Dead {
+        WorkerState::Draining
+    } else {
+        node.status
+    }
+}
+
+/// Models present on the node; a loaded one is marked with `*`.
+pub fn models_cell(node: &NodeView) -> String {
+    let metrics = node.metrics.as_ref();
+    let present: Vec<String> = metrics
+        .and_then(|m| m.models_present.clone())
+        .unwrap_or_else(|| node.capabilities.models.clone());
+    let mut names: Vec<String> = present
+        .iter()
+        .map(|name| {
+            if metrics.is_some_and(|m| m.has_model_loaded(name)) {
+                format!("{name}*")
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    // A model loaded but not listed as present (a race between two probes) still shows.
+    if let Some(loaded) = metrics.and_then(|m| m.models_loaded.as_ref()) {
+        for l in loaded {
+            if !present.contains(&l.name) {
+                names.push(format!("{}*", l.name));
+            }
+        }
+    }
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(8) {
+        Some((i, _)) => &id[..i],
+        None => id,
+    }
+}
+
+fn task_cell(node: &NodeView) -> String {
+    match node.current_tasks.as_slice() {
+        [] => "-".into(),
+        [one] => short_id(one).to_string(),
+        [first, rest @ ..] => format!("{}+{}", short_id(first), rest.len()),
+    }
+}
+
+fn temp_cell(node: &NodeView) -> (String, Style) {
+    let Some(m) = node.metrics.as_ref() else {
+        return ("-".into(), Style::Plain);
+    };
+    let mut text = match m.temperature_c {
+        Some(t) => format!("{t:.1}°C"),
+        None => "-".into(),
+    };
+    let mut style = m.temperature_c.map(temp_style).unwrap_or(Style::Plain);
+    if m.under_voltage_now() {
+        text.push_str(" UV");
+        style = Style::Red;
+    } else if m.throttled_now() {
+        text.push_str(" THR");
+        style = Style::Red;
+    }
+    (text, style)
+}
+
+fn cpu_cell(node: &NodeView) -> String {
+    node.metrics
+        .as_ref()
+        .and_then(|m| m.cpu_percent)
+        .map(|c| format!("{c:.0}%"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn mem_cell(node: &NodeView) -> String {
+    let m = node.metrics.as_ref();
+    let avail = m.and_then(|m| m.memory_available_bytes);
+    let total = m
+        .and_then(|m| m.memory_total_bytes)
+        .or(node.capabilities.memory_total_bytes);
+    match (avail, total) {
+        (Some(a), Some(t)) => format!("{}/{}", bytes(a), bytes(t)),
+        (Some(a), None) => format!("{} free", bytes(a)),
+        (None, Some(t)) => format!("?/{}", bytes(t)),
+        (None, None) => "-".into(),
+    }
+}
+
+struct Cell {
+    text: String,
+    style: Style,
+}
+
+fn cell(text: impl Into<String>, style: Style) -> Cell {
+    Cell {
+        text: text.into(),
+        style,
+    }
+}
+
+const MODELS_MAX: usize = 32;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The `pifleet nodes` table: one row per node, sorted by name.
+pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
+    let header = [
+        "NAME",
+        "STATUS",
+        "TEMP",
+        "CPU",
+        "MEM",
+        "MODELS",
+        "TASK",
+        "LAST SEEN",
+    ];
+    let mut nodes: Vec<&NodeView> = resp.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+    let rows: Vec<Vec<Cell>> = nodes
+        .iter()
+        .map(|n| {
+            let status = effective_status(n);
+            let (temp, temp_style) = temp_cell(n);
+            let seen_style = if status == WorkerState::Dead {
+                Style::Red
+            } else {
+                Style::Plain
+            };
+            vec![
+                cell(n.worker_id.clone(), Style::Bold),
+                cell(status.as_str(), status_style(status)),
+                cell(temp, temp_style),
+                cell(cpu_cell(n), Style::Plain),
+                cell(mem_cell(n), Style::Plain),
+                cell(truncate(&models_cell(n), MODELS_MAX), Style::Plain),
+                cell(task_cell(n), Style::Plain),
+                cell(ago(n.last_seen, now), seen_style),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.text.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let last = header.len() - 1;
+    let head: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| pad(h, widths[i], i == last))
+        .collect();
+    out.push_str(&paint(&head.join("  "), Style::Dim, color));
+    out.push('\n');
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| paint(&pad(&c.text, widths[i], i == last), c.style, color))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no nodes registered)\n");
+    }
+    out
+}
+
+fn pad(s: &str, width: usize, last: bool) -> String {
+    if last {
+        return s.to_string();
+    }
+    let n = s.chars().count();
+    format!("{s}{}", " ".repeat(width.saturating_sub(n)))
+}
+
+/// A one-line summary under the table: `3 nodes: 2 online, 1 busy`.
+pub fn nodes_summary(resp: &NodesResponse) -> String {
+    let mut counts = [0u64; 4];
+    for n in &resp.nodes {
+        counts[match effective_status(n) {
+            WorkerState::Online => 0,
+            WorkerState::Busy => 1,
+            WorkerState::Draining => 2,
+            WorkerState::Dead => 3,
+        }] += 1;
+    }
+    let names = ["online", "busy", "draining", "dead"];
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(names)
+        .filter(|(c, _)| **c > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    let total = resp.nodes.len();
+    let noun = if total == 1 { "node" } else { "nodes" };
+    if parts.is_empty() {
+        format!("{total} {noun}")
+    } else {
+        format!("{total} {noun}: {}", parts.join(", "))
+    }
+}
+
+/// Unicode block sparkline of a series (missing points are skipped).
+pub fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if values.is_empty() {
+        return String::new();
+    }
+    let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let span = max - min;
+    values
+        .iter()
+        .map(|v| {
+            if span <= f64::EPSILON {
+                BARS[3]
+            } else {
+                BARS[(((v - min) / span) * 7.0).round() as usize]
+            }
+        })
+        .collect()
+}
+
+fn series(history: &[MetricSample], f: impl Fn(&MetricSample) -> Option<f64>) -> Vec<f64> {
+    history.iter().filter_map(f).collect()
+}
+
+/// `pifleet node ID`: everything about one node, with history sparklines.
+pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
+    let n = &detail.node;
+    let status = effective_status(n);
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mut kv = |k: &str, v: String| lines.push((k.to_string(), v));
+    kv(
+        "status",
+        paint(status.as_str(), status_style(status), color),
+    );
+    if n.draining {
+        kv(
+            "draining",
+            "yes: finishes its running tasks, takes no new work".into(),
+        );
+    }
+    kv("type", n.worker_type.clone());
+    kv("last seen", ago(n.last_seen, now));
+    kv("registered", ago(n.registered_at, now));
+    let caps = &n.capabilities;
+    if let Some(model) = &caps.pi_model {
+        kv("hardware", model.clone());
+    }
+    if let Some(arch) = &caps.arch {
+        kv("arch", arch.clone());
+    }
+    if let Some(cores) = caps.cores {
+        kv("cores", cores.to_string());
+    }
+    kv("slots", caps.slots.unwrap_or(1).to_string());
+    kv(
+        "task types",
+        if caps.task_types.is_empty() {
+            "all".into()
+        } else {
+            caps.task_types.join(", ")
+        },
+    );
+    if let Some(v) = &caps.agent_version {
+        kv("agent", v.clone());
+    }
+    kv("models", models_cell(n));
+    if let Some(m) = &n.metrics {
+        let (temp, style) = temp_cell(n);
+        kv("temperature", paint(&temp, style, color));
+        kv("cpu", cpu_cell(n));
+        if let Some(l) = m.load_avg {
+            kv("load", format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+        }
+        kv("memory", mem_cell(n));
+        if let Some(d) = m.disk_free_bytes {
+            kv("disk free", bytes(d));
+        }
+        if let Some(t) = m.throttled {
+            kv("throttled", format!("0x{t:x}"));
+        }
+        if let Some(r) = m.ollama_reachable {
+            kv("ollama", if r { "reachable" } else { "unreachable" }.into());
+        }
+        if let Some(u) = m.uptime_s {
+            kv("uptime", ago(0.0, u as f64).trim_end_matches(" ago").into());
+        }
+    }
+    kv(
+        "tasks",
+        format!(
+            "{} running, {} completed, {} failed",
+            n.current_tasks.len(),
+            n.tasks_completed,
+            n.tasks_failed
+        ),
+    );
+    for t in &n.current_tasks {
+        kv("  running", t.clone());
+    }
+    let h = &detail.history;
+    if !h.is_empty() {
+        let temp = series(h, |s| s.temperature_c.map(f64::from));
+        let cpu = series(h, |s| s.cpu_percent.map(f64::from));
+        let mem = series(h, |s| s.memory_available_bytes.map(|b| b as f64));
+        let range = |v: &[f64], fmt: &dyn Fn(f64) -> String| -> String {
+            let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            format!("{}  ({} .. {})", sparkline(v), fmt(min), fmt(max))
+        };
+        if !temp.is_empty() {
+            kv("temp history", range(&temp, &|v| format!("{v:.1}°C")));
+        }
+        if !cpu.is_empty() {
+            kv("cpu history", range(&cpu, &|v| format!("{v:.0}%")));
+        }
+        if !mem.is_empty() {
+            kv("mem free hist", range(&mem, &|v| bytes(v as u64)));
+        }
+        kv(
+            "samples",
+            format!("{} over {}", h.len(), {
+                let span = h.last().map(|l| l.at).unwrap_or(0.0) - h[0].at;
+                ago(0.0, span).trim_end_matches(" ago").to_string()
+            }),
+        );
+    }
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = paint(&n.worker_id, Style::Bold, color);
+    out.push('\n');
+    for (k, v) in lines {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out
+}
+
+/// `pifleet task ID`.
+pub fn task_status(t: &TaskStatusResponse, now: f64) -> String {
+    let mut out = format!("task {}\n", t.task_id);
+    let mut kv = |k: &str, v: String| out.push_str(&format!("  {k:<10}  {v}\n"));
+    kv("status", t.status.as_str().into());
+    if let Some(ty) = &t.task_type {
+        kv("type", ty.clone());
+    }
+    if let Some(p) = t.priority {
+        kv("priority", p.to_string());
+    }
+    if let Some(w) = &t.assigned_to {
+        kv("node", w.clone());
+    }
+    match (t.attempts, t.max_attempts) {
+        (Some(a), Some(m)) => kv("attempts", format!("{a} of {m}")),
+        (Some(a), None) => kv("attempts", a.to_string()),
+        _ => {}
+    }
+    if let Some(r) = &t.pending_reason {
+        kv("waiting", r.clone());
+    }
+    if let Some(e) = &t.error {
+        kv("error", e.clone());
+    }
+    if let Some(c) = t.created_at {
+        kv("created", ago(c, now));
+    }
+    if let Some(u) = t.updated_at {
+        kv("updated", ago(u, now));
+    }
+    if let Some(r) = &t.result {
+        let pretty = serde_json::to_string_pretty(r).unwrap_or_default();
+        out.push_str("  result\n");
+        for line in pretty.lines() {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pifleet_protocol::{Capabilities, LoadedModel, NodeMetrics};
+
+    fn node(id: &str, status: WorkerState) -> NodeView {
+        NodeView {
+            worker_id: id.into(),
+            worker_type: "pifleet-agent".into(),
+            status,
+            draining: false,
+            registered_at: 1000.0,
+            last_seen: 1095.0,
+            capabilities: Capabilities {
+                models: vec!["llama3.2:1b".into()],
+                ..Default::default()
+            },
+            metrics: Some(NodeMetrics {
+                cpu_percent: Some(12.4),
+                temperature_c: Some(51.2),
+                memory_total_bytes: Some(8 << 30),
+                memory_available_bytes: Some(6 << 30),
+                models_present: Some(vec!["llama3.2:1b".into(), "qwen2.5:0.5b".into()]),
+                models_loaded: Some(vec![LoadedModel {
+                    name: "llama3.2:1b".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            current_tasks: vec![],
+            tasks_completed: 3,
+            tasks_failed: 0,
+        }
+    }
+
+    #[test]
+    fn table_lists_every_column_without_colour() {
+        let mut busy = node("pi-b", WorkerState::Busy);
+        busy.current_tasks = vec!["0123456789abcdef".into(), "x".into()];
+        let mut hot = node("pi-a", WorkerState::Online);
+        hot.metrics.as_mut().unwrap().temperature_c = Some(83.0);
+        hot.metrics.as_mut().unwrap().throttled = Some(0x4);
+        let resp = NodesResponse {
+            total: 2,
+            nodes: vec![busy, hot],
+        };
+        let table = nodes_table(&resp, 1100.0, false);
+        let expected = "\
+NAME  STATUS  TEMP        CPU  MEM        MODELS                     TASK        LAST SEEN
+pi-a  online  83.0°C THR  12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  -           5s ago
+pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1  5s ago
+";
+        assert_eq!(table, expected);
+        assert!(!table.contains('\x1b'));
+    }
+
+    #[test]
+    fn colour_codes_only_when_asked_and_columns_stay_aligned() {
+        let resp = NodesResponse {
+            total: 1,
+            nodes: vec![node("pi-a", WorkerState::Online)],
+        };
+        let coloured = nodes_table(&resp, 1100.0, true);
+        assert!(coloured.contains("\x1b[32monline"));
+        let stripped: String = strip_ansi(&coloured);
+        assert_eq!(stripped, nodes_table(&resp, 1100.0, false));
+    }
+
+    fn strip_ansi(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn draining_node_shows_as_draining_until_dead() {
+        let mut n = node("pi-a", WorkerState::Busy);
+        n.draining = true;
+        assert_eq!(effective_status(&n), WorkerState::Draining);
+        n.status = WorkerState::Dead;
+        assert_eq!(effective_status(&n), WorkerState::Dead);
+    }
+
+    #[test]
+    fn empty_fleet_says_so() {
+        let resp = NodesResponse {
+            total: 0,
+            nodes: vec![],
+        };
+        assert!(nodes_table(&resp, 0.0, false).contains("no nodes registered"));
+        assert_eq!(nodes_summary(&resp), "0 nodes");
+    }
+
+    #[test]
+    fn node_without_metrics_shows_dashes() {
+        let mut n = node("seed-worker", WorkerState::Online);
+        n.metrics = None;
+        let resp = NodesResponse {
+            total: 1,
+            nodes: vec![n],
+        };
+        let table = nodes_table(&resp, 1100.0, false);
+        assert!(table.contains("seed-worker  online  -     -    -    llama3.2:1b"));
+    }
+
+    #[test]
+    fn units_and_ages_read_naturally() {
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(1536 << 20), "1.5G");
+        assert_eq!(bytes(900 << 20), "900M");
+        assert_eq!(ago(10.0, 13.5), "3s ago");
+        assert_eq!(ago(0.0, 7200.0), "2h ago");
+        assert_eq!(ago(100.0, 50.0), "0s ago");
+    }
+
+    #[test]
+    fn sparkline_spans_low_to_high() {
+        assert_eq!(sparkline(&[1.0, 2.0, 3.0]), "▁▅█");
+        assert_eq!(sparkline(&[5.0, 5.0]), "▄▄");
+        assert_eq!(sparkline(&[]), "");
+    }
+
+    #[test]
+    fn detail_shows_history_and_drain() {
+        let mut n = node("pi-a", WorkerState::Online);
+        n.draining = true;
+        let detail = NodeDetail {
+            node: n,
+            history: vec![
+                MetricSample {
+                    at: 1000.0,
+                    temperature_c: Some(50.0),
+                    ..Default::default()
+                },
+                MetricSample {
+                    at: 1010.0,
+                    temperature_c: Some(60.0),
+                    ..Default::default()
+                },
+            ],
+        };
+        let text = node_detail(&detail, 1100.0, false);
+        assert!(text.contains("  status        draining\n"), "{text}");
+        assert!(
+            text.contains("  temp history  ▁█  (50.0°C .. 60.0°C)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  samples       2 over 10s\n"), "{text}");
+    }
+}
