@@ -37,7 +37,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -111,9 +114,11 @@ pub fn start_orchestrator(dir: &Path, port: u16, db: &Path, extra_env: &[(&str, 
         name: "orchestrator".into(),
     };
     let url = format!("http://127.0.0.1:{port}");
-    wait_for("the orchestrator's /health", Duration::from_secs(20), || {
-        get(&url, "/health").ok()
-    });
+    wait_for(
+        "the orchestrator's /health",
+        Duration::from_secs(20),
+        || get(&url, "/health").ok(),
+    );
     p
 }
 
@@ -134,22 +139,29 @@ pub fn start_agent(
 ) -> Proc {
     let state = dir.join(format!("agent-{id}"));
     let mut cmd = Command::new(binary("pifleet-agent"));
-    cmd.args(["--orchestrator", orchestrator, "--ollama", ollama, "--id", id])
-        .arg("--state-dir")
-        .arg(&state)
-        .env_remove("PIFLEET_AGENT_CONFIG")
-        .env("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")
-        .env("PIFLEET_POLL_WAIT_S", "2")
-        .env("PIFLEET_POLL_INTERVAL_S", "0.2")
-        .env("PIFLEET_RETRY_BASE_MS", "50")
-        .env("PIFLEET_RETRY_MAX_S", "0.4")
-        .env("PIFLEET_STOP_GRACE_S", "10")
-        .env("PIFLEET_LOG_LEVEL", "debug")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(log_file(dir, &format!("agent-{id}.out")))
-        .stderr(log_file(dir, &format!("agent-{id}-{}", now_ms())));
+    cmd.args([
+        "--orchestrator",
+        orchestrator,
+        "--ollama",
+        ollama,
+        "--id",
+        id,
+    ])
+    .arg("--state-dir")
+    .arg(&state)
+    .env_remove("PIFLEET_AGENT_CONFIG")
+    .env("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")
+    .env("PIFLEET_POLL_WAIT_S", "2")
+    .env("PIFLEET_POLL_INTERVAL_S", "0.2")
+    .env("PIFLEET_RETRY_BASE_MS", "50")
+    .env("PIFLEET_RETRY_MAX_S", "0.4")
+    .env("PIFLEET_STOP_GRACE_S", "10")
+    .env("PIFLEET_LOG_LEVEL", "debug")
+    .env_remove("NOTIFY_SOCKET")
+    .env_remove("WATCHDOG_USEC")
+    .stdin(Stdio::null())
+    .stdout(log_file(dir, &format!("agent-{id}.out")))
+    .stderr(log_file(dir, &format!("agent-{id}-{}", now_ms())));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -174,7 +186,10 @@ pub fn get_status(base: &str, path: &str) -> Result<(u16, Value), String> {
         .call()
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
@@ -193,7 +208,10 @@ pub fn post(base: &str, path: &str, body: &Value) -> Result<Value, String> {
         .send_json(body)
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     let v = serde_json::from_str(&text).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         Ok(v)
