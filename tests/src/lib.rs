@@ -18,4 +18,5 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 pub mod fake_ollama;
+pub mod fake_seed;
 pub mod fleet;
