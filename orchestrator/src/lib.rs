@@ -1,0 +1,3 @@
+//! pifleet orchestrator.
+
+pub mod health;
