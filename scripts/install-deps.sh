@@ -5,6 +5,9 @@ set -euo pipefail
 packages=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || packages+=("$1"); }
 need systemd
+# The status page's browser test (tests/tests/status_page.rs): headless Chromium + WebDriver.
+need chromium
+need chromium-driver
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

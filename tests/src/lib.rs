@@ -16,3 +16,6 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod sim;
+pub mod webdriver;

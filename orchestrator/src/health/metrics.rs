@@ -31,7 +31,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::{shown_status, FleetSnapshot};
@@ -41,6 +41,16 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
+
+/// Submit → assign: sub-millisecond with waiting workers, up to minutes in a busy queue.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// Assign → result: an LLM answer on a Pi takes seconds to many minutes.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// The live histograms. Cheap to clone (shared buckets); the scheduler observes into them.
 #[derive(Debug, Clone)]
@@ -52,10 +62,8 @@ pub struct Histograms {
 impl Default for Histograms {
     fn default() -> Self {
         Histograms {
-            // 0.25 ms .. ~65 s
-            scheduling_latency: Histogram::new(exponential_buckets(0.000_25, 4.0, 10)),
-            // 50 ms .. ~3.6 h
-            task_duration: Histogram::new(exponential_buckets(0.05, 3.0, 12)),
+            scheduling_latency: Histogram::new(LATENCY_BUCKETS),
+            task_duration: Histogram::new(DURATION_BUCKETS),
         }
     }
 }

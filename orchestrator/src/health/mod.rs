@@ -6,6 +6,7 @@
 //! state, so the page, the event stream and the metrics always agree with each other
 //! and with `/api/nodes`.
 
+pub mod events;
 pub mod metrics;
 pub mod page;
 

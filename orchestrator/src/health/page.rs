@@ -224,7 +224,7 @@ pub fn node_card(detail: &NodeDetail, now: f64) -> String {
         .map(|t| t as f64)
         .unwrap_or_else(|| mems.iter().flatten().cloned().fold(1.0, f64::max));
     let mem_text = match (avail, total) {
-        (Some(a), Some(t)) => format!("{} / {}", bytes(a), bytes(t)),
+        (Some(a), Some(t)) => format!("{}/{}", bytes(a), bytes(t)),
         (Some(a), None) => bytes(a),
         _ => "–".into(),
     };
