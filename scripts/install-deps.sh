@@ -8,6 +8,11 @@ need systemd
 # The status page's browser test (tests/tests/status_page.rs): headless Chromium + WebDriver.
 need chromium
 need chromium-driver
+# Shipping: the aarch64 cross build and running it under qemu-user (scripts/build-aarch64.sh,
+# scripts/test-aarch64-qemu.sh); systemd-analyze for scripts/verify-units.sh.
+need gcc-aarch64-linux-gnu
+need libc6-dev-arm64-cross
+need qemu-user
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
