@@ -17,5 +17,6 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+pub mod orch;
 pub mod sim;
 pub mod webdriver;

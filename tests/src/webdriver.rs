@@ -34,6 +34,16 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium session with a
     /// fresh profile, a `width`x`height` window, and no network beyond what the page asks.
     pub fn start(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, false)
+    }
+
+    /// Like [`Browser::start`], emulating a phone's screen (device metrics, touch, pixel
+    /// ratio 2): headless windows cannot be narrower than about 500 px otherwise.
+    pub fn start_phone(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, true)
+    }
+
+    fn launch(width: u32, height: u32, phone: bool) -> Browser {
         for bin in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(bin).exists(),
@@ -99,9 +109,15 @@ impl Browser {
             agent,
             profile,
         };
+        let mut options = json!({"binary": CHROMIUM, "args": args});
+        if phone {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true}
+            });
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
+            "goog:chromeOptions": options
         }}});
         let v = browser.call("POST", "/session", Some(caps));
         browser.session = v["sessionId"]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{page, FleetSnapshot};
@@ -19,29 +20,28 @@ use super::{page, FleetSnapshot};
 /// The event's name, as the page's script listens for it.
 pub const EVENT: &str = "fleet";
 
-/// Builds the stream. `snapshot` reads the fleet; `changed` resolves on the next change
-/// of the orchestrator's state and returns `false` once no more changes can come.
-pub fn stream<S, SF, C, CF>(
+/// Builds the stream. `snapshot` reads the fleet; `changes` ticks on every change of the
+/// orchestrator's state.
+pub fn stream<S, SF, T>(
     snapshot: S,
-    changed: C,
+    changes: watch::Receiver<T>,
     min_gap: Duration,
     refresh: Duration,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     S: FnMut() -> SF + Send + 'static,
     SF: Future<Output = FleetSnapshot> + Send,
-    C: FnMut() -> CF + Send + 'static,
-    CF: Future<Output = bool> + Send,
+    T: Send + Sync + 'static,
 {
-    struct St<S, C> {
+    struct St<S, T> {
         snapshot: S,
-        changed: C,
+        changes: watch::Receiver<T>,
         last: Option<Instant>,
         closed: bool,
     }
     let init = St {
         snapshot,
-        changed,
+        changes,
         last: None,
         closed: false,
     };
@@ -51,7 +51,7 @@ where
                 tokio::time::sleep(refresh).await;
             } else {
                 tokio::select! {
-                    open = (st.changed)() => st.closed = !open,
+                    open = st.changes.changed() => st.closed = open.is_err(),
                     _ = tokio::time::sleep(refresh) => {}
                 }
             }

@@ -377,23 +377,21 @@ pub fn failures_html(s: &FleetSnapshot) -> String {
     if s.recent_failures.is_empty() {
         return r#"<p class="muted">no failed tasks</p>"#.into();
     }
-    let mut h = String::from(
-        r#"<table class="failures"><thead><tr><th>when</th><th>task</th><th>type</th><th>node</th><th>error</th></tr></thead><tbody>"#,
-    );
+    let mut h = String::from(r#"<ul class="failures">"#);
     for f in s.recent_failures.iter().take(FAILURES_SHOWN) {
         let error: String = f.error.chars().take(200).collect();
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td><code title="{id}">{short}</code></td><td>{ty}</td><td>{node}</td><td class="err">{err}</td></tr>"#,
-            time(f.failed_at, s.at),
+            r#"<li><div class="meta"><code title="{id}">{short}</code> {ty} on {node} · {when}</div><div class="err">{err}</div></li>"#,
             id = escape(&f.task_id),
             short = escape(f.task_id.get(..8).unwrap_or(&f.task_id)),
             ty = escape(&f.task_type),
             node = escape(f.worker_id.as_deref().unwrap_or("–")),
+            when = time(f.failed_at, s.at),
             err = escape(&error),
         );
     }
-    h.push_str("</tbody></table>");
+    h.push_str("</ul>");
     h
 }
 
