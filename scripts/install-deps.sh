@@ -13,6 +13,7 @@ need chromium-driver
 need gcc-aarch64-linux-gnu
 need libc6-dev-arm64-cross
 need qemu-user
+need xz-utils
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

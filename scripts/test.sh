@@ -6,3 +6,6 @@ scripts/install-deps.sh
 # Whole-system tests start the real binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace
+# Shipping: the systemd units verify cleanly; the SD-card writer's guards hold.
+scripts/verify-units.sh
+scripts/test-flash.sh

@@ -17,6 +17,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+pub mod fake_ollama;
 pub mod orch;
 pub mod sim;
 pub mod webdriver;

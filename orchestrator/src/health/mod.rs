@@ -9,6 +9,7 @@
 pub mod events;
 pub mod metrics;
 pub mod page;
+pub mod routes;
 
 use std::collections::BTreeMap;
 

@@ -89,7 +89,10 @@ async fn undrain(State(s): State<AppState>, Id(id): Id) -> Result<Json<NodeView>
 async fn prometheus(State(s): State<AppState>) -> Response {
     let text = metrics::render(&snapshot(&s.fleet), s.fleet.histograms());
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
         text,
     )
         .into_response()
