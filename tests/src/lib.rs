@@ -20,3 +20,6 @@ pub fn binary(name: &str) -> PathBuf {
 pub mod fake_ollama;
 pub mod fake_seed;
 pub mod fleet;
+pub mod orch;
+pub mod sim;
+pub mod webdriver;
