@@ -298,7 +298,9 @@ fn event_stream_pushes_node_changes() {
     });
     node_up(&orch, "pi-b", 40.0);
     read_event_until(&mut reader, deadline, |v| {
-        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+        v["order"] == json!(["pi-a", "pi-b"])
+            && v["nodes"][0]["id"] == json!("pi-b")
+            && v["nodes"].as_array().is_some_and(|n| n.len() == 1)
     });
 }
 

@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 use pifleet_protocol::{MetricSample, NodeDetail, WorkerState};
-use serde::Serialize;
 
 use super::{shown_status, FleetSnapshot};
 
@@ -66,11 +65,11 @@ pub fn ago(at: f64, now: f64) -> String {
     }
 }
 
-fn time(at: f64, now: f64) -> String {
-    format!(
-        r#"<time data-ts="{at:.3}">{}</time>"#,
-        escape(&ago(at, now))
-    )
+/// A `<time>` the page's script keeps ticking. Without `now` (live updates) it is left
+/// empty for the script to fill, so an unchanged card renders to the same bytes.
+fn time(at: f64, now: Option<f64>) -> String {
+    let text = now.map(|now| ago(at, now)).unwrap_or_default();
+    format!(r#"<time data-ts="{at:.3}">{}</time>"#, escape(&text))
 }
 
 /// An inline SVG sparkline of `values` (gaps for missing points) on a fixed `lo..hi`
@@ -138,6 +137,10 @@ fn status_class(s: WorkerState) -> &'static str {
 
 /// One node's card. `data-id` carries the node id for the live updates.
 pub fn node_card(detail: &NodeDetail, now: f64) -> String {
+    card(detail, Some(now))
+}
+
+fn card(detail: &NodeDetail, now: Option<f64>) -> String {
     let n = &detail.node;
     let status = shown_status(n);
     let m = n.metrics.as_ref();
@@ -374,6 +377,10 @@ pub fn queue_html(s: &FleetSnapshot) -> String {
 }
 
 pub fn failures_html(s: &FleetSnapshot) -> String {
+    failures(s, Some(s.at))
+}
+
+fn failures(s: &FleetSnapshot, now: Option<f64>) -> String {
     if s.recent_failures.is_empty() {
         return r#"<p class="muted">no failed tasks</p>"#.into();
     }
@@ -387,7 +394,7 @@ pub fn failures_html(s: &FleetSnapshot) -> String {
             short = escape(f.task_id.get(..8).unwrap_or(&f.task_id)),
             ty = escape(&f.task_type),
             node = escape(f.worker_id.as_deref().unwrap_or("–")),
-            when = time(f.failed_at, s.at),
+            when = time(f.failed_at, now),
             err = escape(&error),
         );
     }
@@ -397,37 +404,28 @@ pub fn failures_html(s: &FleetSnapshot) -> String {
 
 const EMPTY_NODES: &str = r#"<p class="empty muted">No nodes yet. Start an agent: <code>pifleet-agent --orchestrator URL</code></p>"#;
 
-/// The page's live-update payload: the same fragments the page is built from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Fragments {
-    pub at: f64,
+/// The parts of the page the live updates replace, rendered without relative times
+/// (the script fills those), so a part that did not change renders to the same bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveParts {
     pub summary: String,
-    pub nodes: Vec<CardFragment>,
-    pub empty: String,
+    /// (node id, card), sorted by id.
+    pub cards: Vec<(String, String)>,
     pub queue: String,
     pub failures: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CardFragment {
-    pub id: String,
-    pub html: String,
-}
+pub const EMPTY_NODES_HTML: &str = EMPTY_NODES;
 
-pub fn fragments(s: &FleetSnapshot) -> Fragments {
-    Fragments {
-        at: s.at,
+pub fn live_parts(s: &FleetSnapshot) -> LiveParts {
+    LiveParts {
         summary: summary_html(s),
-        nodes: sorted(s)
+        cards: sorted(s)
             .into_iter()
-            .map(|d| CardFragment {
-                id: d.node.worker_id.clone(),
-                html: node_card(d, s.at),
-            })
+            .map(|d| (d.node.worker_id.clone(), card(d, None)))
             .collect(),
-        empty: EMPTY_NODES.into(),
         queue: queue_html(s),
-        failures: failures_html(s),
+        failures: failures(s, None),
     }
 }
 
@@ -466,7 +464,7 @@ pub fn page(s: &FleetSnapshot) -> String {
 <section><h2 class="section">Recent failures</h2><div id="failures">{failures}</div></section>
 </aside>
 </main>
-<footer class="bottom muted">as of <span id="asof" data-ts="{at:.3}">{asof}</span> · <a href="/api/nodes">/api/nodes</a> · <a href="/metrics">/metrics</a></footer>
+<footer class="bottom muted">updated <time id="asof" data-ts="{at:.3}">{asof}</time> · <a href="/api/nodes">/api/nodes</a> · <a href="/metrics">/metrics</a></footer>
 </body>
 </html>
 "##,

@@ -41,6 +41,24 @@ pub fn snapshot(fleet: &Fleet) -> FleetSnapshot {
     }
 }
 
+/// What `/metrics` needs: no histories, no failure list.
+pub fn metrics_snapshot(fleet: &Fleet) -> FleetSnapshot {
+    FleetSnapshot {
+        at: fleet.now(),
+        nodes: fleet
+            .nodes()
+            .into_iter()
+            .map(|node| NodeDetail {
+                node,
+                history: Vec::new(),
+            })
+            .collect(),
+        pending_by_priority: fleet.pending_by_priority(),
+        tasks: fleet.stats().tasks,
+        recent_failures: Vec::new(),
+    }
+}
+
 /// Routes behind the client token (the caller adds the token layer).
 pub fn client_router() -> Router<AppState> {
     Router::new()
@@ -87,7 +105,7 @@ async fn undrain(State(s): State<AppState>, Id(id): Id) -> Result<Json<NodeView>
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {
-    let text = metrics::render(&snapshot(&s.fleet), s.fleet.histograms());
+    let text = metrics::render(&metrics_snapshot(&s.fleet), s.fleet.histograms());
     (
         [(
             header::CONTENT_TYPE,

@@ -29,42 +29,45 @@
 
   function setHtml(id, html) {
     var el = document.getElementById(id);
-    if (el && el.innerHTML !== html) el.innerHTML = html;
+    if (el && typeof html === "string") el.innerHTML = html;
   }
 
-  function apply(f) {
-    skew = f.at - Date.now() / 1000;
-    setHtml("summary", f.summary);
-    setHtml("queue", f.queue);
-    setHtml("failures", f.failures);
+  // An update carries every node id in order, and the cards that changed since the
+  // previous update on this connection (all of them on the first).
+  function apply(u) {
+    skew = u.at - Date.now() / 1000;
+    setHtml("summary", u.summary);
+    setHtml("queue", u.queue);
+    setHtml("failures", u.failures);
     var grid = document.getElementById("nodes");
     var old = {};
     var cards = grid.querySelectorAll("article.node");
     for (var i = 0; i < cards.length; i++) old[cards[i].getAttribute("data-id")] = cards[i];
-    if (f.nodes.length === 0) {
-      grid.innerHTML = f.empty;
+    var fresh = {};
+    for (var j = 0; j < u.nodes.length; j++) fresh[u.nodes[j].id] = u.nodes[j].html;
+    if (u.order.length === 0) {
+      grid.innerHTML = u.empty;
     } else {
       var empty = grid.querySelector(".empty");
       if (empty) empty.remove();
-      var seen = {};
-      for (var j = 0; j < f.nodes.length; j++) {
-        var n = f.nodes[j];
-        seen[n.id] = true;
-        var el = old[n.id];
-        if (!el || el.__html !== n.html) {
-          var fresh = fromHtml(n.html);
-          fresh.__html = n.html;
-          if (el) el.replaceWith(fresh);
-          el = fresh;
+      var keep = {};
+      for (var k = 0; k < u.order.length; k++) {
+        var id = u.order[k];
+        keep[id] = true;
+        var el = old[id];
+        if (Object.prototype.hasOwnProperty.call(fresh, id)) {
+          var card = fromHtml(fresh[id]);
+          if (el) el.replaceWith(card);
+          el = card;
         }
-        grid.appendChild(el); // keeps the server's order
+        if (!el) continue;
+        if (grid.children[k] !== el) grid.insertBefore(el, grid.children[k] || null);
       }
-      for (var id in old) if (!seen[id]) old[id].remove();
+      for (var gone in old) if (!keep[gone]) old[gone].remove();
     }
     var asof = document.getElementById("asof");
-    if (asof) asof.setAttribute("data-ts", f.at);
+    if (asof) asof.setAttribute("data-ts", u.at);
     tick();
-    if (asof) asof.textContent = ago(f.at);
   }
 
   function connect() {
