@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("pifleet-agent: not built yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    pifleet_agent::main_inner(std::env::args().collect())
 }

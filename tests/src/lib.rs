@@ -16,3 +16,10 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod fake_ollama;
+pub mod fake_seed;
+pub mod fleet;
+pub mod orch;
+pub mod sim;
+pub mod webdriver;

@@ -1,0 +1,131 @@
+//! The orchestrator's HTTP API as the agent uses it: one `ureq::Agent`, built once, shared
+//! by clone between the heartbeat thread and the work loops.
+
+use std::time::Duration;
+
+use pifleet_protocol::{
+    paths, task_path, worker_path, HeartbeatRequest, HeartbeatResponse, PollResponse,
+    RegisterRequest, RegisterResponse, ResultRequest, TaskAssignment, UnregisterResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ClientError;
+
+/// Bound for the ordinary calls; long polls add their wait to it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .user_agent(concat!("pifleet-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut resp = result.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| body.trim().chars().take(300).collect());
+            return Err(ClientError::Status { status, message });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.send_json(body))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ClientError> {
+        let mut req = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.call())
+    }
+
+    pub fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
+        self.post(paths::REGISTER, req, CALL_TIMEOUT)
+    }
+
+    pub fn heartbeat(
+        &self,
+        worker_id: &str,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.post(&worker_path(worker_id, "heartbeat"), req, CALL_TIMEOUT)
+    }
+
+    /// One poll; with `wait` the orchestrator may hold it open until work arrives.
+    pub fn poll(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+    ) -> Result<Option<TaskAssignment>, ClientError> {
+        let secs = wait.as_secs_f64().ceil() as u64;
+        let path = format!("{}?wait={secs}", worker_path(worker_id, "tasks"));
+        let resp: PollResponse = self.get(&path, CALL_TIMEOUT + wait)?;
+        Ok(resp.task)
+    }
+
+    pub fn result(&self, task_id: &str, req: &ResultRequest) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.post(&task_path(task_id, "result"), req, CALL_TIMEOUT)?;
+        Ok(())
+    }
+
+    pub fn unregister(&self, worker_id: &str) -> Result<UnregisterResponse, ClientError> {
+        self.post(
+            &worker_path(worker_id, "unregister"),
+            &serde_json::json!({}),
+            CALL_TIMEOUT,
+        )
+    }
+}

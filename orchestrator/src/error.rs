@@ -1,0 +1,73 @@
+//! The one error type handlers return, and its single mapping to HTTP.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pifleet_protocol::ErrorResponse;
+
+/// Everything a request can fail with. Messages are shown to the client as
+/// `{"error": "..."}`, so they name the field or the id at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The request cannot be read at all: not JSON, bad query, bad path.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed JSON with a missing field, a wrong type or a value out of range.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but loses a race: a revoked attempt, a settled task.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// The store could not commit: nothing was acknowledged.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug. The detail is logged; the client sees a generic message.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let error = match self {
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error".to_string()
+            }
+            AppError::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                format!("store unavailable, nothing was changed: {detail}")
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (status, Json(ErrorResponse { error })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}

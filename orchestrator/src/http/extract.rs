@@ -1,0 +1,165 @@
+//! Request extraction that never answers in anything but `{"error": ...}`: bodies are
+//! read as bytes and parsed here so the message can name the field at fault, and axum's
+//! own path and query rejections are mapped into the same shape.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::AppState;
+use crate::error::AppError;
+
+/// A JSON object body, required.
+pub struct JsonBody(pub Value);
+
+/// A JSON body that may be absent (an empty body, or `null`).
+pub struct OptionalJsonBody(pub Option<Value>);
+
+fn body_error(e: BytesRejection, limit: usize) -> AppError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::TooLarge(format!("body: larger than the {limit}-byte limit"))
+    } else {
+        AppError::BadRequest(format!("body: could not be read: {}", e.body_text()))
+    }
+}
+
+/// Describes a JSON value for an error message: `string "high"`, `null`, `an array`.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => {
+            let shown: String = s.chars().take(40).collect();
+            let more = if s.chars().count() > 40 { "..." } else { "" };
+            format!("string \"{shown}{more}\"")
+        }
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn parse(bytes: &[u8], required: bool) -> Result<Option<Value>, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return if required {
+            Err(AppError::BadRequest(
+                "body: expected a JSON object, got an empty body".into(),
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::BadRequest(format!("body: invalid JSON: {e}")))?;
+    match v {
+        Value::Object(_) => Ok(Some(v)),
+        Value::Null if !required => Ok(None),
+        other => Err(AppError::Invalid(format!(
+            "body: expected a JSON object, got {}",
+            describe(&other)
+        ))),
+    }
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e, state.max_body_bytes))?;
+        match parse(&bytes, true)? {
+            Some(v) => Ok(JsonBody(v)),
+            None => Err(AppError::Invalid(
+                "body: expected a JSON object, got null".into(),
+            )),
+        }
+    }
+}
+
+impl FromRequest<AppState> for OptionalJsonBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e, state.max_body_bytes))?;
+        Ok(OptionalJsonBody(parse(&bytes, false)?))
+    }
+}
+
+/// Deserializes a checked JSON object into a wire type, naming the path of a bad field:
+/// `capabilities.slots: invalid type: string "two", expected u32`.
+pub fn typed<T: DeserializeOwned>(v: Value) -> Result<T, AppError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            AppError::Invalid(format!("body: {inner}"))
+        } else {
+            AppError::Invalid(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// The `{id}` segment of a path, percent-decoded.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| AppError::BadRequest(format!("path: {}", e.body_text())))?;
+        Ok(Id(id))
+    }
+}
+
+/// Query parameters as strings; each handler parses the ones it knows.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: QueryRejection| {
+                AppError::BadRequest(format!("query: {}", e.body_text()))
+            })?;
+        Ok(QueryMap(map))
+    }
+}
+
+impl QueryMap {
+    /// A non-negative number of seconds, if given.
+    pub fn seconds(&self, key: &str) -> Result<Option<f64>, AppError> {
+        let Some(raw) = self.0.get(key) else {
+            return Ok(None);
+        };
+        match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+            _ => Err(AppError::BadRequest(format!(
+                "{key}: expected a non-negative number of seconds, got \"{raw}\""
+            ))),
+        }
+    }
+
+    pub fn count(&self, key: &str) -> Result<Option<usize>, AppError> {
+        let Some(raw) = self.0.get(key) else {
+            return Ok(None);
+        };
+        raw.trim().parse::<usize>().map(Some).map_err(|_| {
+            AppError::BadRequest(format!(
+                "{key}: expected a non-negative whole number, got \"{raw}\""
+            ))
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The pifleet orchestrator: a durable, health-aware priority scheduler for a fleet of
+//! Raspberry Pis running local LLM work.
+//!
+//! It speaks the seed's D8 HTTP protocol unchanged (see [`pifleet_protocol`] for every
+//! endpoint and body) plus additive extensions: heartbeat metrics, long polls
+//! (`GET /api/workers/{id}/tasks?wait=SECONDS`), attempts that fence late results, and
+//! `404` + "register again" for unknown workers.
+//!
+//! Layout, by domain: [`state`] holds the fleet and decides placement with the rules in
+//! [`scheduler`]; [`store`] makes every acknowledged change durable (SQLite by default,
+//! one thread, group commit); [`http`] maps requests to the state; [`config`] reads file,
+//! environment and flags.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//! let config = pifleet_orchestrator::config::Config::default();
+//! pifleet_orchestrator::run(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod scheduler;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use http::{app, AppState, Tokens};
+pub use state::Fleet;
+
+use clock::{Clock, SystemClock};
+use config::{Config, DbLocation};
+use store::{MemoryStore, SqliteStore, Store, StoreError, StoreHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("start the store thread: {0}")]
+    Thread(std::io::Error),
+    #[error("serve HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A loaded orchestrator, not yet serving: tests take its [`Fleet`] to drive time.
+pub struct Orchestrator {
+    pub state: AppState,
+    tick_s: f64,
+}
+
+impl Orchestrator {
+    /// Loads everything the store holds and starts the store thread.
+    pub fn open(
+        config: &Config,
+        mut store: Box<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RunError> {
+        let snapshot = store.load()?;
+        tracing::info!(
+            tasks = snapshot.tasks.len(),
+            workers = snapshot.workers.len(),
+            "store loaded"
+        );
+        let (handle, _join) = StoreHandle::spawn(store).map_err(RunError::Thread)?;
+        let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock);
+        Ok(Orchestrator {
+            state: AppState {
+                fleet,
+                tokens: Arc::new(config.tokens.clone()),
+                max_body_bytes: config.max_body_bytes,
+            },
+            tick_s: config.tick_s,
+        })
+    }
+
+    /// Opens the store the configuration names.
+    pub fn open_configured(config: &Config) -> Result<Self, RunError> {
+        let store: Box<dyn Store> = match &config.db {
+            DbLocation::File(path) => Box::new(SqliteStore::open(path, config.durability)?),
+            DbLocation::Memory => Box::new(MemoryStore::new()),
+        };
+        Orchestrator::open(config, store, Arc::new(SystemClock))
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.state.fleet
+    }
+
+    pub fn router(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then answers waiting polls, finishes in-flight
+    /// requests and waits for the store to commit what they changed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let fleet = self.state.fleet.clone();
+        let ticker = {
+            let fleet = fleet.clone();
+            let period = Duration::from_secs_f64(self.tick_s);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    fleet.tick();
+                }
+            })
+        };
+        let on_shutdown = {
+            let fleet = fleet.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: answering waiting polls");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                fleet.shutdown();
+            }
+        };
+        let app = self.router();
+        drop(self);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(on_shutdown)
+            .await;
+        ticker.abort();
+        fleet.shutdown();
+        // Everything acknowledged is committed already; this waits for the rest.
+        if let Err(e) = state::committed(fleet.store_barrier()).await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        served.map_err(RunError::Serve)
+    }
+}
+
+/// Opens the configured store, tells systemd it is ready, and serves on `listener` until
+/// `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let orchestrator = Orchestrator::open_configured(&config)?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, db = ?config.db, "pifleet orchestrator listening");
+    }
+    // Harmless outside systemd: without NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    orchestrator.serve(listener, shutdown).await
+}

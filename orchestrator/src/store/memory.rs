@@ -1,0 +1,52 @@
+//! A store that keeps everything in memory: for tests and for `--db :memory:` runs where
+//! durability is not wanted.
+
+use std::collections::BTreeMap;
+
+use super::{Mutation, Snapshot, Store, StoreError, TaskRow, WorkerRow};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tasks: BTreeMap<String, TaskRow>,
+    workers: BTreeMap<String, WorkerRow>,
+    counters: BTreeMap<String, u64>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            tasks: self.tasks.values().cloned().collect(),
+            workers: self.workers.values().cloned().collect(),
+            counters: self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        })
+    }
+
+    fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+        for m in batch {
+            match m {
+                Mutation::PutTask(t) | Mutation::UpdateTask(t) => {
+                    self.tasks.insert(t.id.clone(), t.clone());
+                }
+                Mutation::PutWorker(w) => {
+                    self.workers.insert(w.id.clone(), w.clone());
+                }
+                Mutation::DeleteWorker(id) => {
+                    self.workers.remove(id);
+                }
+                Mutation::DeleteTask(id) => {
+                    self.tasks.remove(id);
+                }
+                Mutation::Counter(k, v) => {
+                    self.counters.insert(k.clone(), *v);
+                }
+            }
+        }
+        Ok(())
+    }
+}

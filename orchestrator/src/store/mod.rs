@@ -1,0 +1,198 @@
+//! Durable storage of tasks, nodes and counters.
+//!
+//! The in-memory state is authoritative while the process runs; the store is its
+//! write-ahead copy, read back once at start. Every change is a [`Mutation`]; one
+//! dedicated thread owns the [`Store`] and applies whatever mutations have queued up in
+//! one transaction (group commit), then answers each sender. Handlers acknowledge a submit
+//! or a result only after the answer for its mutations arrives, so an acknowledged change
+//! survives a `kill -9`.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("open database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored row {id} is corrupt: {detail}")]
+    Corrupt { id: String, detail: String },
+    #[error("store thread is gone")]
+    Gone,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub id: String,
+    pub task_type: String,
+    pub data: Arc<Value>,
+    pub priority: u8,
+    /// `pending`, `assigned`, `completed` or `failed`.
+    pub state: String,
+    pub assigned_to: Option<String>,
+    /// Attempts started; the fencing token of the current holder.
+    pub attempt: u32,
+    /// Attempts that ended in failure (timeout, dead node, retryable error).
+    pub failures: u32,
+    pub max_attempts: u32,
+    pub timeout_s: f64,
+    pub result: Option<Arc<Value>>,
+    pub error: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub assigned_at: Option<f64>,
+    pub not_before: Option<f64>,
+    pub seq: u64,
+    pub settled_by: Option<String>,
+    pub settled_attempt: Option<u32>,
+}
+
+/// A node as stored. Metrics are kept so a restarted orchestrator still shows the last
+/// known health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub id: String,
+    pub worker_type: String,
+    pub capabilities: Value,
+    pub registered_at: f64,
+    pub last_seen: f64,
+    pub draining: bool,
+    pub dead: bool,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub metrics: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Insert or replace the whole task.
+    PutTask(TaskRow),
+    /// Same row, but the caller promises `task_type`, `data`, `priority` and `created_at`
+    /// did not change, so the store may skip rewriting them.
+    UpdateTask(TaskRow),
+    PutWorker(WorkerRow),
+    DeleteWorker(String),
+    DeleteTask(String),
+    Counter(String, u64),
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    pub tasks: Vec<TaskRow>,
+    pub workers: Vec<WorkerRow>,
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Where the orchestrator keeps its state. A server database for several orchestrators
+/// would implement this too.
+pub trait Store: Send + 'static {
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Applies the batch atomically: all of it or none of it.
+    fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;
+}
+
+pub type CommitResult = Result<(), String>;
+
+enum Command {
+    Write {
+        mutations: Vec<Mutation>,
+        done: Option<oneshot::Sender<CommitResult>>,
+    },
+}
+
+/// Cheap handle to the store thread. Sending never blocks, so it may be called under the
+/// state lock, which keeps the order of mutations equal to the order of changes.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Largest number of commands folded into one transaction: bounds the latency of the
+/// first command of a burst.
+const MAX_BATCH: usize = 4096;
+
+impl StoreHandle {
+    /// Starts the store thread. It ends when every handle is dropped, after committing
+    /// what was queued; join the returned handle to wait for that.
+    pub fn spawn(
+        mut store: Box<dyn Store>,
+    ) -> std::io::Result<(StoreHandle, thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let join = thread::Builder::new()
+            .name("pifleet-store".into())
+            .spawn(move || {
+                let mut batch: Vec<Mutation> = Vec::new();
+                let mut waiters: Vec<oneshot::Sender<CommitResult>> = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    let mut commands = 0;
+                    while let Some(Command::Write { mutations, done }) = next {
+                        batch.extend(mutations);
+                        waiters.extend(done);
+                        commands += 1;
+                        next = if commands < MAX_BATCH { rx.try_recv().ok() } else { None };
+                    }
+                    let outcome = if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        store.apply(&batch).map_err(|e| {
+                            tracing::error!(error = %e, mutations = batch.len(), "store commit failed");
+                            e.to_string()
+                        })
+                    };
+                    for w in waiters.drain(..) {
+                        let _ = w.send(outcome.clone());
+                    }
+                    batch.clear();
+                }
+                tracing::debug!("store thread finished");
+            })?;
+        Ok((StoreHandle { tx }, join))
+    }
+
+    /// Queues mutations; the receiver answers once they are committed.
+    pub fn write(&self, mutations: Vec<Mutation>) -> oneshot::Receiver<CommitResult> {
+        let (done, rx) = oneshot::channel();
+        if let Err(mpsc::SendError(Command::Write {
+            done: Some(done), ..
+        })) = self.tx.send(Command::Write {
+            mutations,
+            done: Some(done),
+        }) {
+            let _ = done.send(Err(StoreError::Gone.to_string()));
+        }
+        rx
+    }
+
+    /// Queues mutations nobody waits for (heartbeat flushes, housekeeping).
+    pub fn write_detached(&self, mutations: Vec<Mutation>) {
+        if mutations.is_empty() {
+            return;
+        }
+        if self
+            .tx
+            .send(Command::Write {
+                mutations,
+                done: None,
+            })
+            .is_err()
+        {
+            tracing::warn!("store thread is gone; change not persisted");
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! A faithful Ollama test double, written from Ollama's documented HTTP API (`docs/api.md`).
+//!
+//! It serves `GET /`, `GET /api/version`, `GET /api/tags`, `GET /api/ps`, and the streaming
+//! `POST /api/chat` and `POST /api/generate`: NDJSON lines (`application/x-ndjson`, chunked)
+//! of `{"model","created_at","message"|"response","done":false}` and a final object with
+//! `done: true`, `done_reason` and the statistics (`total_duration`, `load_duration`,
+//! `prompt_eval_count`, `prompt_eval_duration`, `eval_count`, `eval_duration`, all durations in
+//! nanoseconds). `"stream": false` gets one object. Like the real server it writes no
+//! headers until the first token exists, so a slow model load is a slow response head.
+//!
+//! Failure modes a test can switch on: an unknown model answers 404
+//! `{"error":"model \"x\" not found, try pulling it first"}`; [`FakeOllama::busy_next`]
+//! makes the next requests answer 503 `{"error":"server busy, please try again.  maximum
+//! pending requests exceeded"}`; [`FakeOllama::fail_mid_stream`] sends an `{"error": ...}`
+//! line after the first token; [`FakeOllama::delay_first_token`] stalls before the head.
+//!
+//! A plain `std::net` server with a thread per connection: test-only, no dependencies.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+/// A model the double pretends to have pulled.
+#[derive(Debug, Clone)]
+pub struct FakeModel {
+    pub name: String,
+    pub size: u64,
+    pub family: String,
+    pub parameter_size: String,
+    pub quantization_level: String,
+}
+
+impl FakeModel {
+    /// A small llama-family model, the kind a Pi runs.
+    pub fn small(name: &str) -> FakeModel {
+        FakeModel {
+            name: name.to_string(),
+            size: 1_321_098_329,
+            family: "llama".to_string(),
+            parameter_size: "1.2B".to_string(),
+            quantization_level: "Q4_K_M".to_string(),
+        }
+    }
+}
+
+/// One request the double received, for assertions.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+#[derive(Debug)]
+struct State {
+    models: Vec<FakeModel>,
+    loaded: Vec<String>,
+    reply: String,
+    busy_next: u32,
+    fail_mid_stream: Option<String>,
+    first_token_delay: Duration,
+    token_delay: Duration,
+    requests: Vec<Recorded>,
+}
+
+/// A running double on a free loopback port; stops when dropped.
+pub struct FakeOllama {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeOllama {
+    /// Starts on `127.0.0.1:0` with these models pulled.
+    pub fn start(models: Vec<FakeModel>) -> std::io::Result<FakeOllama> {
+        FakeOllama::start_on("127.0.0.1:0", models)
+    }
+
+    pub fn start_on(listen: &str, models: Vec<FakeModel>) -> std::io::Result<FakeOllama> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State {
+            models,
+            loaded: Vec::new(),
+            reply: "The sky is blue because of Rayleigh scattering.".to_string(),
+            busy_next: 0,
+            fail_mid_stream: None,
+            first_token_delay: Duration::ZERO,
+            token_delay: Duration::ZERO,
+            requests: Vec::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                thread::spawn(move || {
+                    let _ = serve(conn, &st);
+                });
+            }
+        });
+        Ok(FakeOllama { addr, state, stop })
+    }
+
+    /// `http://127.0.0.1:PORT`, what an agent's `ollama_url` takes.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The text every generation streams, one word per chunk.
+    pub fn set_reply(&self, text: &str) {
+        self.state().reply = text.to_string();
+    }
+
+    /// Replaces the pulled models (as `ollama pull` / `ollama rm` would).
+    pub fn set_models(&self, models: Vec<FakeModel>) {
+        self.state().models = models;
+    }
+
+    /// The next `n` generation requests answer 503 "server busy".
+    pub fn busy_next(&self, n: u32) {
+        self.state().busy_next = n;
+    }
+
+    /// Every generation sends this `{"error": ...}` line after its first token.
+    pub fn fail_mid_stream(&self, message: Option<&str>) {
+        self.state().fail_mid_stream = message.map(str::to_string);
+    }
+
+    /// Stall before the response head, as a cold model load does.
+    pub fn delay_first_token(&self, delay: Duration) {
+        self.state().first_token_delay = delay;
+    }
+
+    /// Pause between streamed tokens.
+    pub fn token_delay(&self, delay: Duration) {
+        self.state().token_delay = delay;
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    /// Generation requests (`/api/chat`, `/api/generate`) received so far.
+    pub fn generations(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/chat" || r.path == "/api/generate")
+            .collect()
+    }
+}
+
+impl Drop for FakeOllama {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+fn now_rfc3339() -> String {
+    // Ollama prints local time with nanoseconds; a fixed UTC shape is as parseable.
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days-to-civil, so the double needs no date crate.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+fn read_request(conn: &TcpStream) -> std::io::Result<Option<Request>> {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut content_length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request { method, path, body }))
+}
+
+fn respond(conn: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let text = body.to_string();
+    write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )?;
+    conn.flush()
+}
+
+fn chunk(conn: &mut TcpStream, line: &Value) -> std::io::Result<()> {
+    let mut text = line.to_string();
+    text.push('\n');
+    write!(conn, "{:x}\r\n{text}\r\n", text.len())?;
+    conn.flush()
+}
+
+fn serve(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let Some(req) = read_request(&conn)? else {
+        return Ok(());
+    };
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    lock().requests.push(Recorded {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        body: body.clone(),
+    });
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/") | ("HEAD", "/") => {
+            let text = "Ollama is running";
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            )
+        }
+        ("GET", "/api/version") => respond(&mut conn, 200, &json!({"version": "0.5.7"})),
+        ("GET", "/api/tags") => {
+            let models: Vec<Value> = lock()
+                .models
+                .iter()
+                .map(|m| {
+                    json!({
+                        "name": m.name, "model": m.name,
+                        "modified_at": "2025-01-12T10:21:49.123456789Z",
+                        "size": m.size,
+                        "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+                        "details": {
+                            "parent_model": "", "format": "gguf", "family": m.family,
+                            "families": [m.family], "parameter_size": m.parameter_size,
+                            "quantization_level": m.quantization_level
+                        }
+                    })
+                })
+                .collect();
+            respond(&mut conn, 200, &json!({ "models": models }))
+        }
+        ("GET", "/api/ps") => {
+            let st = lock();
+            let models: Vec<Value> = st
+                .loaded
+                .iter()
+                .filter_map(|name| st.models.iter().find(|m| &m.name == name))
+                .map(|m| {
+                    json!({
+                        "name": m.name, "model": m.name, "size": m.size + 400_000_000,
+                        "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+                        "details": {"parent_model": "", "format": "gguf", "family": m.family,
+                            "families": [m.family], "parameter_size": m.parameter_size,
+                            "quantization_level": m.quantization_level},
+                        "expires_at": "2099-01-01T00:05:00.000000000Z",
+                        "size_vram": 0
+                    })
+                })
+                .collect();
+            drop(st);
+            respond(&mut conn, 200, &json!({ "models": models }))
+        }
+        ("POST", "/api/chat") | ("POST", "/api/generate") => {
+            generate(&mut conn, state, &req.path, &body)
+        }
+        _ => respond(&mut conn, 404, &json!({"error": "404 page not found"})),
+    }
+}
+
+fn generate(
+    conn: &mut TcpStream,
+    state: &Mutex<State>,
+    path: &str,
+    body: &Value,
+) -> std::io::Result<()> {
+    let chat = path == "/api/chat";
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    if model.is_empty() {
+        return respond(conn, 400, &json!({"error": "model is required"}));
+    }
+    let (reply, fail, first_delay, token_delay) = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.models.iter().any(|m| m.name == model) {
+            drop(st);
+            let msg = format!("model \"{model}\" not found, try pulling it first");
+            return respond(conn, 404, &json!({ "error": msg }));
+        }
+        if st.busy_next > 0 {
+            st.busy_next -= 1;
+            drop(st);
+            return respond(
+                conn,
+                503,
+                &json!({"error": "server busy, please try again.  maximum pending requests exceeded"}),
+            );
+        }
+        if !st.loaded.iter().any(|m| m == model) {
+            st.loaded.push(model.to_string());
+        }
+        (
+            st.reply.clone(),
+            st.fail_mid_stream.clone(),
+            st.first_token_delay,
+            st.token_delay,
+        )
+    };
+    let prompt_words = if chat {
+        body.get("messages")
+            .and_then(Value::as_array)
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| m.get("content").and_then(Value::as_str))
+                    .map(|c| c.split_whitespace().count())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    } else {
+        body.get("prompt")
+            .and_then(Value::as_str)
+            .map(|p| p.split_whitespace().count())
+            .unwrap_or(0)
+    };
+    thread::sleep(first_delay);
+    let tokens: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+    let eval_count = tokens.len() as u64;
+    let piece = |text: &str, done: bool| -> Value {
+        let mut v = json!({"model": model, "created_at": now_rfc3339()});
+        if chat {
+            v["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            v["response"] = json!(text);
+        }
+        v["done"] = json!(done);
+        v
+    };
+    let mut final_obj = piece("", true);
+    final_obj["done_reason"] = json!("stop");
+    if !chat {
+        final_obj["context"] = json!([1, 2, 3]);
+    }
+    let eval_duration = 50_000_000 * eval_count.max(1);
+    final_obj["total_duration"] = json!(eval_duration + 150_000_000);
+    final_obj["load_duration"] = json!(80_000_000u64);
+    final_obj["prompt_eval_count"] = json!(prompt_words as u64 + 8);
+    final_obj["prompt_eval_duration"] = json!(70_000_000u64);
+    final_obj["eval_count"] = json!(eval_count);
+    final_obj["eval_duration"] = json!(eval_duration);
+
+    if body.get("stream") == Some(&Value::Bool(false)) {
+        if let Some(msg) = fail {
+            return respond(conn, 500, &json!({ "error": msg }));
+        }
+        let all = piece(&reply, true);
+        let mut merged = final_obj;
+        if chat {
+            merged["message"] = all["message"].clone();
+        } else {
+            merged["response"] = all["response"].clone();
+        }
+        return respond(conn, 200, &merged);
+    }
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )?;
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            thread::sleep(token_delay);
+        }
+        chunk(conn, &piece(t, false))?;
+        if i == 0 {
+            if let Some(msg) = &fail {
+                chunk(conn, &json!({ "error": msg }))?;
+                write!(conn, "0\r\n\r\n")?;
+                return conn.flush();
+            }
+        }
+    }
+    chunk(conn, &final_obj)?;
+    write!(conn, "0\r\n\r\n")?;
+    conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_are_right() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+    }
+}
