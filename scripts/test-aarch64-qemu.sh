@@ -26,8 +26,14 @@ t=$(mktemp -d)
 agent_pid=""
 ORCH_PID=""
 cleanup() {
-  [ -z "$agent_pid" ] || kill -KILL "$agent_pid" 2>/dev/null || true
-  [ -z "$ORCH_PID" ] || kill -KILL "$ORCH_PID" 2>/dev/null || true
+  if [ -n "$agent_pid" ]; then
+    kill -KILL "$agent_pid" 2>/dev/null || true
+    wait "$agent_pid" 2>/dev/null || true
+  fi
+  if [ -n "$ORCH_PID" ]; then
+    kill -TERM "$ORCH_PID" 2>/dev/null || true
+    wait "$ORCH_PID" 2>/dev/null || true
+  fi
   rm -rf "$t"
 }
 trap cleanup EXIT

@@ -37,8 +37,14 @@ t=$(mktemp -d)
 qemu_pid=""
 ORCH_PID=""
 cleanup() {
-  [ -z "$qemu_pid" ] || kill -KILL "$qemu_pid" 2>/dev/null || true
-  [ -z "$ORCH_PID" ] || kill -KILL "$ORCH_PID" 2>/dev/null || true
+  if [ -n "$qemu_pid" ]; then
+    kill -KILL "$qemu_pid" 2>/dev/null || true
+    wait "$qemu_pid" 2>/dev/null || true
+  fi
+  if [ -n "$ORCH_PID" ]; then
+    kill -TERM "$ORCH_PID" 2>/dev/null || true
+    wait "$ORCH_PID" 2>/dev/null || true
+  fi
   [ -n "${KEEP:-}" ] || rm -rf "$t"
 }
 trap cleanup EXIT

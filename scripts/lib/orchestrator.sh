@@ -58,14 +58,14 @@ worker_registered() { # ID
 worker_has_metrics() { # ID
   local node
   if node=$(api GET "/api/nodes/$1" 2>/dev/null); then
-    jq -e '.node.metrics as $m | ($m.memory_total_bytes // 0) > 0 and ($m.uptime_s // 0) > 0' <<<"$node"
+    jq -e '(.node.metrics // .metrics) as $m | ($m.memory_total_bytes // 0) > 0 and ($m.uptime_s // 0) > 0' <<<"$node"
   else
     api GET /api/workers/list | jq -e --arg id "$1" '.workers[] | select(.worker_id == $id) | .last_heartbeat != null'
   fi
 }
 
 node_metrics() { # ID: the metrics as one JSON line (or the workers-list entry)
-  api GET "/api/nodes/$1" 2>/dev/null | jq -c '.node.metrics' ||
+  api GET "/api/nodes/$1" 2>/dev/null | jq -c '(.node.metrics // .metrics)' ||
     api GET /api/workers/list | jq -c --arg id "$1" '.workers[] | select(.worker_id == $id)'
 }
 
