@@ -5,6 +5,9 @@ set -euo pipefail
 packages=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || packages+=("$1"); }
 need systemd
+# The status page's browser test (tests/tests/status_page.rs): headless Chromium + WebDriver.
+need chromium
+need chromium-driver
 # Shipping: the aarch64 cross build and running it under qemu-user (scripts/build-aarch64.sh,
 # scripts/test-aarch64-qemu.sh); systemd-analyze for scripts/verify-units.sh.
 need gcc-aarch64-linux-gnu

@@ -179,7 +179,7 @@ impl Shared {
         reg.max_wait = resp.max_wait_s.map(Duration::from_secs);
         self.registered.store(true, Ordering::SeqCst);
         log::info!(
-            "registered as {} with {} at {} (models: {})",
+            "registered as {} with {} (agent {}, models: {})",
             self.cfg.id,
             self.cfg.orchestrator_url,
             VERSION,

@@ -67,6 +67,14 @@ impl Client {
                 reason: "it must start with http:// or https://".into(),
             });
         }
+        if base.starts_with("https://") && !cfg!(feature = "tls") {
+            return Err(Error::BadUrl {
+                url: url.to_string(),
+                reason: "this pifleet was built without TLS: use http://, or build it with \
+                         `cargo build -p pifleet --features tls`"
+                    .into(),
+            });
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))

@@ -198,12 +198,15 @@ pub fn run(cli: Cli, term: &mut Term<'_>) -> Result<(), CliError> {
         }
         Command::Drain { id } => {
             let node = client.drain(&id, true)?;
-            let running = node.current_tasks.len();
+            let running = match node.current_tasks.len() {
+                0 => "it runs nothing now".to_string(),
+                1 => "it finishes its 1 running task".to_string(),
+                n => format!("it finishes its {n} running tasks"),
+            };
             writeln!(
                 term.out,
-                "{} is draining: it finishes its {running} running task{} and takes no new work",
-                node.worker_id,
-                if running == 1 { "" } else { "s" }
+                "{} is draining: {running} and takes no new work",
+                node.worker_id
             )?;
         }
         Command::Undrain { id } => {

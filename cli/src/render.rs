@@ -430,7 +430,7 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
             kv("cpu history", range(&cpu, &|v| format!("{v:.0}%")));
         }
         if !mem.is_empty() {
-            kv("mem free hist", range(&mem, &|v| bytes(v as u64)));
+            kv("mem history", range(&mem, &|v| bytes(v as u64)));
         }
         kv(
             "samples",

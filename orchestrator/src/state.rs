@@ -22,6 +22,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::error::AppError;
+use crate::health::metrics::Histograms;
+use crate::health::FailedTask;
 use crate::scheduler::{pending_reason, NodeFacts, PlacementKey, Refusal, Requirements, Thermal};
 use crate::store::{CommitResult, Mutation, Snapshot, StoreHandle, TaskRow, WorkerRow};
 
@@ -325,6 +327,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     limits: Limits,
     changes: watch::Sender<u64>,
+    /// Scheduling latency and task duration, for `/metrics`.
+    histograms: Histograms,
     started_at: f64,
     shutting_down: AtomicBool,
 }
@@ -463,6 +467,7 @@ impl Fleet {
                 clock,
                 limits,
                 changes,
+                histograms: Histograms::default(),
                 started_at: now,
                 shutting_down: AtomicBool::new(false),
             }),
@@ -488,7 +493,7 @@ impl Fleet {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn now(&self) -> f64 {
+    pub fn now(&self) -> f64 {
         self.shared.clock.now()
     }
 
@@ -791,6 +796,9 @@ impl Fleet {
                 ),
             };
             return Err(AppError::Conflict(msg));
+        }
+        if let Some(at) = task.assigned_at {
+            self.shared.histograms.observe_task_duration(now - at);
         }
         let mut muts = Vec::new();
         let result = Arc::new(report.result);
@@ -1424,6 +1432,11 @@ impl Inner {
         if node.waiters.is_empty() {
             self.waiting.remove(node_id);
         }
+        // Queued since submit or requeue, or since its retry backoff ended.
+        let ready_since = task
+            .not_before
+            .map_or(task.updated_at, |nb| nb.max(task.updated_at));
+        sh.histograms.observe_scheduling_latency(now - ready_since);
         task.state = TaskState::Assigned;
         task.attempt += 1;
         task.assigned_to = Some(node_id.to_string());
@@ -1472,5 +1485,63 @@ impl Inner {
             })
             .collect();
         pending_reason(&task.req, &refusals, &l.thermal)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Node health views (see `crate::health`)
+
+impl Fleet {
+    /// Every node with its recent metric history, sorted by id.
+    pub fn node_details(&self) -> Vec<NodeDetail> {
+        self.lock()
+            .nodes
+            .values()
+            .map(|n| NodeDetail {
+                node: n.view(),
+                history: n.history.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// Pending tasks per priority (ready and in retry backoff), without ordering them.
+    pub fn pending_by_priority(&self) -> BTreeMap<u8, u64> {
+        let inner = self.lock();
+        let mut by = BTreeMap::new();
+        let ready = inner.queue.lanes.values().flat_map(|lane| lane.values());
+        for id in ready.chain(inner.queue.delayed.values()) {
+            if let Some(t) = inner.tasks.get(id) {
+                *by.entry(t.priority).or_insert(0) += 1;
+            }
+        }
+        by
+    }
+
+    /// The `limit` most recently failed tasks, newest first.
+    pub fn recent_failures(&self, limit: usize) -> Vec<FailedTask> {
+        let inner = self.lock();
+        let mut failed: Vec<&Task> = inner
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Failed)
+            .collect();
+        failed.sort_unstable_by(|a, b| b.updated_at.total_cmp(&a.updated_at));
+        failed
+            .into_iter()
+            .take(limit)
+            .map(|t| FailedTask {
+                task_id: t.id.to_string(),
+                task_type: t.task_type.clone(),
+                error: t.error.clone().unwrap_or_default(),
+                worker_id: t.assigned_to.clone(),
+                attempts: t.attempt,
+                failed_at: t.updated_at,
+            })
+            .collect()
+    }
+
+    /// The scheduling-latency and task-duration histograms `/metrics` exports.
+    pub fn histograms(&self) -> &Histograms {
+        &self.shared.histograms
     }
 }

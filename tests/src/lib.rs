@@ -18,3 +18,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 pub mod fake_ollama;
+pub mod fleet;
+pub mod orch;
+pub mod sim;
+pub mod webdriver;

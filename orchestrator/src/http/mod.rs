@@ -44,13 +44,18 @@ pub fn app(state: AppState) -> Router {
     let worker = workers::router().merge(tasks::worker_router()).route_layer(
         middleware::from_fn_with_state(state.clone(), require_worker_token),
     );
-    let client = tasks::router().merge(workers::client_router()).route_layer(
-        middleware::from_fn_with_state(state.clone(), require_client_token),
-    );
+    let client = tasks::router()
+        .merge(workers::client_router())
+        .merge(crate::health::routes::client_router())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_client_token,
+        ));
     Router::new()
         .route("/health", get(health))
         .merge(worker)
         .merge(client)
+        .merge(crate::health::routes::page_router(state.clone()))
         .fallback(no_route)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -73,11 +78,15 @@ async fn no_route(req: Request) -> AppError {
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_bearer(headers: &HeaderMap, want: Option<&str>, who: &str) -> Result<(), AppError> {
+pub(crate) fn check_bearer(
+    headers: &HeaderMap,
+    want: Option<&str>,
+    who: &str,
+) -> Result<(), AppError> {
     let Some(want) = want else { return Ok(()) };
     let got = headers
         .get(header::AUTHORIZATION)

@@ -1,0 +1,121 @@
+//! Prints what the node-health views cost at fleet scale: snapshot, page, live updates
+//! and `/metrics` for N nodes with full metric histories.
+//!
+//! `cargo run --release -p pifleet-orchestrator --example health_bench [NODES]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pifleet_orchestrator::clock::SystemClock;
+use pifleet_orchestrator::config::Config;
+use pifleet_orchestrator::health::{events, metrics, page, routes};
+use pifleet_orchestrator::store::MemoryStore;
+use pifleet_orchestrator::Orchestrator;
+use pifleet_protocol::{Capabilities, HeartbeatRequest, LoadedModel, NodeMetrics, RegisterRequest};
+
+fn metrics_for(i: usize, beat: usize) -> NodeMetrics {
+    NodeMetrics {
+        cpu_percent: Some(((i * 7 + beat * 13) % 100) as f32),
+        load_avg: Some([0.5, 0.4, 0.3]),
+        memory_total_bytes: Some(8 << 30),
+        memory_available_bytes: Some((4 << 30) + ((beat % 10) as u64) * (100 << 20)),
+        temperature_c: Some(45.0 + ((i + beat) % 30) as f32),
+        throttled: Some(0),
+        models_present: Some(vec!["llama3.2:1b".into(), "qwen2.5:0.5b".into()]),
+        models_loaded: Some(vec![LoadedModel {
+            name: "llama3.2:1b".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut out = f();
+    let start = Instant::now();
+    for _ in 0..runs {
+        out = f();
+    }
+    (
+        start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs),
+        out,
+    )
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
+    let config = Config::default();
+    let history = config.limits.history_len;
+    let orch = Orchestrator::open(&config, Box::new(MemoryStore::new()), Arc::new(SystemClock))
+        .expect("open");
+    let fleet = orch.fleet().clone();
+    for i in 0..n {
+        let id = format!("pi-{i:04}");
+        let _ = fleet.register(RegisterRequest {
+            worker_id: id.clone(),
+            worker_type: Some("pifleet-agent".into()),
+            capabilities: Capabilities {
+                models: vec!["llama3.2:1b".into(), "qwen2.5:0.5b".into()],
+                pi_model: Some("Raspberry Pi 5 Model B Rev 1.0".into()),
+                ..Default::default()
+            },
+        });
+        for beat in 0..history {
+            fleet
+                .heartbeat(
+                    &id,
+                    HeartbeatRequest {
+                        metrics: Some(metrics_for(i, beat)),
+                        running_tasks: None,
+                    },
+                )
+                .expect("heartbeat");
+        }
+    }
+    println!("{n} nodes, {history} samples of history each");
+    let (ms, snap) = time(20, || routes::snapshot(&fleet));
+    println!("  snapshot (nodes + histories + queue + failures): {ms:.2} ms");
+    let (ms, html) = time(20, || page::page(&snap));
+    println!(
+        "  status page render: {ms:.2} ms, {} KiB",
+        html.len() / 1024
+    );
+    let mut shown = events::Shown::default();
+    let (ms, first) = time(1, || {
+        let mut s = events::Shown::default();
+        s.update(snap.at, page::live_parts(&snap))
+    });
+    let first = serde_json::to_string(&first).unwrap();
+    println!("  first live event: {ms:.2} ms, {} KiB", first.len() / 1024);
+    shown.update(snap.at, page::live_parts(&snap));
+    // One node heartbeats: the next event carries one card.
+    fleet
+        .heartbeat(
+            "pi-0000",
+            HeartbeatRequest {
+                metrics: Some(metrics_for(0, history + 1)),
+                running_tasks: None,
+            },
+        )
+        .unwrap();
+    let snap2 = routes::snapshot(&fleet);
+    let start = Instant::now();
+    let delta = shown.update(snap2.at, page::live_parts(&snap2));
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let delta = serde_json::to_string(&delta).unwrap();
+    println!(
+        "  live event after one heartbeat: {ms:.2} ms to diff, {} KiB",
+        delta.len() / 1024
+    );
+    let (ms, text) = time(20, || {
+        metrics::render(&routes::metrics_snapshot(&fleet), fleet.histograms())
+    });
+    println!(
+        "  /metrics (snapshot + encode): {ms:.2} ms, {} KiB, {} samples",
+        text.len() / 1024,
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    );
+}

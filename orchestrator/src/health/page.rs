@@ -1,0 +1,571 @@
+//! The status page: server-rendered HTML (nodes as cards with inline-SVG sparklines, the
+//! queue by priority, recent failures) and the same fragments as JSON for the live
+//! updates. The CSS and the small script are embedded in the binary: no build step, no CDN.
+
+use std::fmt::Write as _;
+
+use pifleet_protocol::{MetricSample, NodeDetail, WorkerState};
+
+use super::{shown_status, FleetSnapshot};
+
+pub const CSS: &str = include_str!("assets/pifleet.css");
+pub const JS: &str = include_str!("assets/pifleet.js");
+pub const CSS_PATH: &str = "/static/pifleet.css";
+pub const JS_PATH: &str = "/static/pifleet.js";
+
+/// Temperatures shown as warm and hot: the scheduler's default soft and hard limits.
+const TEMP_WARM_C: f32 = 80.0;
+const TEMP_HOT_C: f32 = 85.0;
+/// At most this many history points per sparkline.
+const SPARK_POINTS: usize = 60;
+/// Failures listed on the page.
+const FAILURES_SHOWN: usize = 10;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
+/// `3s ago`, as the page's script also writes it every second.
+pub fn ago(at: f64, now: f64) -> String {
+    let s = (now - at).max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// A `<time>` the page's script keeps ticking. Without `now` (live updates) it is left
+/// empty for the script to fill, so an unchanged card renders to the same bytes.
+fn time(at: f64, now: Option<f64>) -> String {
+    let text = now.map(|now| ago(at, now)).unwrap_or_default();
+    format!(r#"<time data-ts="{at:.3}">{}</time>"#, escape(&text))
+}
+
+/// An inline SVG sparkline of `values` (gaps for missing points) on a fixed `lo..hi`
+/// scale, with an optional dashed limit line.
+pub fn sparkline(
+    values: &[Option<f64>],
+    lo: f64,
+    hi: f64,
+    limit: Option<f64>,
+    label: &str,
+) -> String {
+    const W: f64 = 120.0;
+    const H: f64 = 28.0;
+    let span = (hi - lo).max(f64::EPSILON);
+    let y = |v: f64| H - 1.0 - ((v - lo) / span).clamp(0.0, 1.0) * (H - 2.0);
+    let n = values.len();
+    let x = |i: usize| {
+        if n <= 1 {
+            W
+        } else {
+            i as f64 * W / (n - 1) as f64
+        }
+    };
+    let mut svg = format!(
+        r#"<svg class="spark" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="{}">"#,
+        escape(label)
+    );
+    if let Some(l) = limit.filter(|l| *l > lo && *l < hi) {
+        let _ = write!(
+            svg,
+            r#"<line class="limit" x1="0" x2="{W}" y1="{0:.1}" y2="{0:.1}"/>"#,
+            y(l)
+        );
+    }
+    // One polyline per run of present points.
+    let mut run: Vec<String> = Vec::new();
+    let flush = |run: &mut Vec<String>, svg: &mut String| {
+        if run.len() == 1 {
+            let only = run[0].clone();
+            run.push(only);
+        }
+        if !run.is_empty() {
+            let _ = write!(svg, r#"<polyline points="{}"/>"#, run.join(" "));
+            run.clear();
+        }
+    };
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            Some(v) if v.is_finite() => run.push(format!("{:.1},{:.1}", x(i), y(*v))),
+            _ => flush(&mut run, &mut svg),
+        }
+    }
+    flush(&mut run, &mut svg);
+    svg.push_str("</svg>");
+    svg
+}
+
+fn last_points(history: &[MetricSample]) -> &[MetricSample] {
+    &history[history.len().saturating_sub(SPARK_POINTS)..]
+}
+
+fn status_class(s: WorkerState) -> &'static str {
+    s.as_str()
+}
+
+/// One node's card. `data-id` carries the node id for the live updates.
+pub fn node_card(detail: &NodeDetail, now: f64) -> String {
+    card(detail, Some(now))
+}
+
+fn card(detail: &NodeDetail, now: Option<f64>) -> String {
+    let n = &detail.node;
+    let status = shown_status(n);
+    let m = n.metrics.as_ref();
+    let hist = last_points(&detail.history);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<article class="node st-{cls}" data-id="{id}"><header><h2>{id}</h2><span class="badge st-{cls}">{st}</span></header>"#,
+        cls = status_class(status),
+        id = escape(&n.worker_id),
+        st = status.as_str(),
+    );
+    let caps = &n.capabilities;
+    let mut hw: Vec<String> = Vec::new();
+    if let Some(p) = &caps.pi_model {
+        hw.push(p.clone());
+    } else {
+        hw.push(n.worker_type.clone());
+    }
+    if let Some(a) = &caps.arch {
+        hw.push(a.clone());
+    }
+    if let Some(c) = caps.cores {
+        hw.push(format!("{c} cores"));
+    }
+    hw.push(format!(
+        "{} slot{}",
+        caps.slots.unwrap_or(1),
+        if caps.slots.unwrap_or(1) == 1 {
+            ""
+        } else {
+            "s"
+        }
+    ));
+    let _ = write!(h, r#"<p class="hw">{}</p>"#, escape(&hw.join(" · ")));
+
+    // Temperature
+    let temp = m.and_then(|m| m.temperature_c);
+    let temp_cls = match temp {
+        Some(t) if t >= TEMP_HOT_C => "hot",
+        Some(t) if t >= TEMP_WARM_C => "warm",
+        Some(_) => "ok",
+        None => "none",
+    };
+    let temps: Vec<Option<f64>> = hist
+        .iter()
+        .map(|s| s.temperature_c.map(f64::from))
+        .collect();
+    let t_lo = temps.iter().flatten().cloned().fold(30.0, f64::min);
+    let t_hi = temps.iter().flatten().cloned().fold(90.0, f64::max);
+    let _ = write!(
+        h,
+        r#"<div class="gauges"><div class="gauge"><span class="k">temp</span><span class="v temp {temp_cls}">{}</span>{}</div>"#,
+        temp.map(|t| format!("{t:.1}°C"))
+            .unwrap_or_else(|| "–".into()),
+        sparkline(
+            &temps,
+            t_lo,
+            t_hi,
+            Some(f64::from(TEMP_WARM_C)),
+            "temperature history"
+        ),
+    );
+    // CPU
+    let cpu = m.and_then(|m| m.cpu_percent);
+    let cpus: Vec<Option<f64>> = hist.iter().map(|s| s.cpu_percent.map(f64::from)).collect();
+    let _ = write!(
+        h,
+        r#"<div class="gauge"><span class="k">cpu</span><span class="v cpu">{}</span>{}</div>"#,
+        cpu.map(|c| format!("{c:.0}%"))
+            .unwrap_or_else(|| "–".into()),
+        sparkline(&cpus, 0.0, 100.0, None, "cpu history"),
+    );
+    // Memory available
+    let avail = m.and_then(|m| m.memory_available_bytes);
+    let total = m
+        .and_then(|m| m.memory_total_bytes)
+        .or(caps.memory_total_bytes);
+    let mems: Vec<Option<f64>> = hist
+        .iter()
+        .map(|s| s.memory_available_bytes.map(|b| b as f64))
+        .collect();
+    let m_hi = total
+        .map(|t| t as f64)
+        .unwrap_or_else(|| mems.iter().flatten().cloned().fold(1.0, f64::max));
+    let mem_text = match (avail, total) {
+        (Some(a), Some(t)) => format!("{}/{}", bytes(a), bytes(t)),
+        (Some(a), None) => bytes(a),
+        _ => "–".into(),
+    };
+    let _ = write!(
+        h,
+        r#"<div class="gauge"><span class="k">mem free</span><span class="v mem">{}</span>{}</div></div>"#,
+        escape(&mem_text),
+        sparkline(&mems, 0.0, m_hi, None, "free memory history"),
+    );
+
+    // Warnings
+    let mut flags: Vec<&str> = Vec::new();
+    if let Some(m) = m {
+        if m.under_voltage_now() {
+            flags.push("under-voltage");
+        }
+        if m.throttled_now() {
+            flags.push("throttled");
+        }
+        if m.soft_temp_limit_now() {
+            flags.push("soft temp limit");
+        }
+        if m.ollama_reachable == Some(false) {
+            flags.push("ollama unreachable");
+        }
+    }
+    if n.draining && status != WorkerState::Dead {
+        flags.push("draining: no new work");
+    }
+    if !flags.is_empty() {
+        let _ = write!(h, r#"<p class="flags">{}</p>"#, escape(&flags.join(" · ")));
+    }
+
+    // Models: present, loaded ones highlighted.
+    let present: Vec<String> = m
+        .and_then(|m| m.models_present.clone())
+        .unwrap_or_else(|| caps.models.clone());
+    let mut models: Vec<(String, bool)> = present
+        .iter()
+        .map(|name| (name.clone(), m.is_some_and(|m| m.has_model_loaded(name))))
+        .collect();
+    if let Some(loaded) = m.and_then(|m| m.models_loaded.as_ref()) {
+        for l in loaded {
+            if !present.contains(&l.name) {
+                models.push((l.name.clone(), true));
+            }
+        }
+    }
+    h.push_str(r#"<p class="models">"#);
+    if models.is_empty() {
+        h.push_str(r#"<span class="muted">no models</span>"#);
+    }
+    for (name, loaded) in &models {
+        let _ = write!(
+            h,
+            r#"<span class="model{}"{}>{}</span>"#,
+            if *loaded { " loaded" } else { "" },
+            if *loaded { r#" title="loaded""# } else { "" },
+            escape(name)
+        );
+    }
+    h.push_str("</p>");
+
+    // Tasks
+    h.push_str(r#"<p class="tasks">"#);
+    if n.current_tasks.is_empty() {
+        h.push_str(r#"<span class="muted">idle</span>"#);
+    } else {
+        h.push_str("running ");
+        for t in &n.current_tasks {
+            let _ = write!(
+                h,
+                r#"<code title="{}">{}</code> "#,
+                escape(t),
+                escape(t.get(..8).unwrap_or(t))
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        r#" · {} done · {} failed</p><footer>last seen {}</footer></article>"#,
+        n.tasks_completed,
+        n.tasks_failed,
+        time(n.last_seen, now)
+    );
+    h
+}
+
+pub fn summary_html(s: &FleetSnapshot) -> String {
+    let c = s.status_counts();
+    let mut h = String::new();
+    let stat = |h: &mut String, n: u64, label: &str, cls: &str| {
+        let _ = write!(
+            h,
+            r#"<span class="stat {cls}"><b>{n}</b> {}</span>"#,
+            escape(label)
+        );
+    };
+    stat(
+        &mut h,
+        c.total,
+        if c.total == 1 { "node" } else { "nodes" },
+        "",
+    );
+    stat(&mut h, c.online, "online", "st-online");
+    stat(&mut h, c.busy, "busy", "st-busy");
+    stat(&mut h, c.draining, "draining", "st-draining");
+    stat(&mut h, c.dead, "dead", "st-dead");
+    h.push_str(r#"<span class="sep"></span>"#);
+    stat(&mut h, s.pending(), "pending", "");
+    stat(&mut h, s.tasks.assigned, "running", "");
+    stat(&mut h, s.tasks.completed, "completed", "");
+    stat(
+        &mut h,
+        s.tasks.failed,
+        "failed",
+        if s.tasks.failed > 0 { "bad" } else { "" },
+    );
+    stat(&mut h, s.tasks.retried, "retried", "");
+    h
+}
+
+pub fn queue_html(s: &FleetSnapshot) -> String {
+    let max = s
+        .pending_by_priority
+        .values()
+        .cloned()
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut h = String::from(r#"<table class="queue"><tbody>"#);
+    for p in (pifleet_protocol::PRIORITY_MIN..=pifleet_protocol::PRIORITY_MAX).rev() {
+        let n = s.pending_by_priority.get(&p).copied().unwrap_or(0);
+        let _ = write!(
+            h,
+            r#"<tr data-priority="{p}"><th>P{p}</th><td class="bar"><span style="width:{:.1}%"></span></td><td class="n">{n}</td></tr>"#,
+            n as f64 * 100.0 / max as f64
+        );
+    }
+    let _ = write!(
+        h,
+        r#"</tbody></table><p class="muted">{} pending · {} running</p>"#,
+        s.pending(),
+        s.tasks.assigned
+    );
+    h
+}
+
+pub fn failures_html(s: &FleetSnapshot) -> String {
+    failures(s, Some(s.at))
+}
+
+fn failures(s: &FleetSnapshot, now: Option<f64>) -> String {
+    if s.recent_failures.is_empty() {
+        return r#"<p class="muted">no failed tasks</p>"#.into();
+    }
+    let mut h = String::from(r#"<ul class="failures">"#);
+    for f in s.recent_failures.iter().take(FAILURES_SHOWN) {
+        let error: String = f.error.chars().take(200).collect();
+        let _ = write!(
+            h,
+            r#"<li><div class="meta"><code title="{id}">{short}</code> {ty} on {node} · {when}</div><div class="err">{err}</div></li>"#,
+            id = escape(&f.task_id),
+            short = escape(f.task_id.get(..8).unwrap_or(&f.task_id)),
+            ty = escape(&f.task_type),
+            node = escape(f.worker_id.as_deref().unwrap_or("–")),
+            when = time(f.failed_at, now),
+            err = escape(&error),
+        );
+    }
+    h.push_str("</ul>");
+    h
+}
+
+const EMPTY_NODES: &str = r#"<p class="empty muted">No nodes yet. Start an agent: <code>pifleet-agent --orchestrator URL</code></p>"#;
+
+/// The parts of the page the live updates replace, rendered without relative times
+/// (the script fills those), so a part that did not change renders to the same bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveParts {
+    pub summary: String,
+    /// (node id, card), sorted by id.
+    pub cards: Vec<(String, String)>,
+    pub queue: String,
+    pub failures: String,
+}
+
+pub const EMPTY_NODES_HTML: &str = EMPTY_NODES;
+
+pub fn live_parts(s: &FleetSnapshot) -> LiveParts {
+    LiveParts {
+        summary: summary_html(s),
+        cards: sorted(s)
+            .into_iter()
+            .map(|d| (d.node.worker_id.clone(), card(d, None)))
+            .collect(),
+        queue: queue_html(s),
+        failures: failures(s, None),
+    }
+}
+
+fn sorted(s: &FleetSnapshot) -> Vec<&NodeDetail> {
+    let mut v: Vec<&NodeDetail> = s.nodes.iter().collect();
+    v.sort_by(|a, b| a.node.worker_id.cmp(&b.node.worker_id));
+    v
+}
+
+/// The whole page, complete without JavaScript; the script only keeps it live.
+pub fn page(s: &FleetSnapshot) -> String {
+    let mut cards = String::new();
+    for d in sorted(s) {
+        cards.push_str(&node_card(d, s.at));
+    }
+    if cards.is_empty() {
+        cards.push_str(EMPTY_NODES);
+    }
+    format!(
+        r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pifleet</title>
+<link rel="stylesheet" href="{css}">
+<script src="{js}" defer></script>
+</head>
+<body>
+<header class="top"><h1>pifleet</h1><span id="live" class="live off" title="live updates">connecting</span></header>
+<section id="summary" class="summary">{summary}</section>
+<main>
+<section class="nodes-wrap"><h2 class="section">Nodes</h2><div id="nodes" class="nodes">{cards}</div></section>
+<aside>
+<section><h2 class="section">Queue by priority</h2><div id="queue">{queue}</div></section>
+<section><h2 class="section">Recent failures</h2><div id="failures">{failures}</div></section>
+</aside>
+</main>
+<footer class="bottom muted">updated <time id="asof" data-ts="{at:.3}">{asof}</time> · <a href="/api/nodes">/api/nodes</a> · <a href="/metrics">/metrics</a></footer>
+</body>
+</html>
+"##,
+        css = CSS_PATH,
+        js = JS_PATH,
+        summary = summary_html(s),
+        queue = queue_html(s),
+        failures = failures_html(s),
+        at = s.at,
+        asof = ago(s.at, s.at),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pifleet_protocol::{Capabilities, NodeMetrics, NodeView};
+
+    fn detail(id: &str, temp: f32) -> NodeDetail {
+        NodeDetail {
+            node: NodeView {
+                worker_id: id.into(),
+                worker_type: "pifleet-agent".into(),
+                status: WorkerState::Online,
+                draining: false,
+                registered_at: 0.0,
+                last_seen: 95.0,
+                capabilities: Capabilities::default(),
+                metrics: Some(NodeMetrics {
+                    temperature_c: Some(temp),
+                    cpu_percent: Some(40.0),
+                    ..Default::default()
+                }),
+                current_tasks: vec![],
+                tasks_completed: 1,
+                tasks_failed: 0,
+            },
+            history: (0..3)
+                .map(|i| MetricSample {
+                    at: i as f64,
+                    temperature_c: Some(temp - 2.0 + i as f32),
+                    cpu_percent: if i == 1 { None } else { Some(10.0) },
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn card_escapes_the_node_id_and_shows_metrics() {
+        let mut d = detail("<pi&1>", 81.5);
+        d.node.draining = true;
+        let html = node_card(&d, 100.0);
+        assert!(html.contains(r#"data-id="&lt;pi&amp;1&gt;""#), "{html}");
+        assert!(!html.contains("<pi&1>"));
+        assert!(
+            html.contains(r#"<span class="v temp warm">81.5°C</span>"#),
+            "{html}"
+        );
+        assert!(html.contains("st-draining"));
+        assert!(html.contains("draining: no new work"));
+        assert!(html.contains("5s ago"));
+    }
+
+    #[test]
+    fn sparkline_breaks_at_missing_points() {
+        let svg = sparkline(
+            &[Some(0.0), None, Some(100.0), Some(50.0)],
+            0.0,
+            100.0,
+            None,
+            "x",
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn page_is_complete_without_script() {
+        let snap = FleetSnapshot {
+            at: 100.0,
+            nodes: vec![detail("pi-b", 50.0), detail("pi-a", 60.0)],
+            pending_by_priority: [(10u8, 2u64), (5, 1)].into_iter().collect(),
+            ..Default::default()
+        };
+        let html = page(&snap);
+        let a = html.find(r#"data-id="pi-a""#).unwrap();
+        let b = html.find(r#"data-id="pi-b""#).unwrap();
+        assert!(a < b, "cards sorted by name");
+        assert!(html.contains(r#"<tr data-priority="10"><th>P10</th><td class="bar"><span style="width:100.0%"></span></td><td class="n">2</td></tr>"#));
+        assert!(html.contains("<b>3</b> pending"));
+        assert!(html.contains("no failed tasks"));
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external resources"
+        );
+    }
+
+    #[test]
+    fn empty_fleet_says_how_to_add_a_node() {
+        let html = page(&FleetSnapshot::default());
+        assert!(html.contains("No nodes yet"));
+    }
+}

@@ -1,0 +1,565 @@
+//! Node health against a real orchestrator process with simulated agents: the node API,
+//! drain, `/metrics` through a real Prometheus text parser, the live event stream, the
+//! page's token handling, and every `pifleet` CLI command run as the real binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pifleet_protocol::{Capabilities, NodeDetail, NodesResponse, WorkerState};
+use pifleet_system_tests::binary;
+use pifleet_system_tests::orch::Orch;
+use pifleet_system_tests::sim::{pi_metrics, SimAgent};
+use serde_json::{json, Value};
+
+const TYPE: &str = "evolution_mutation";
+
+fn caps() -> Capabilities {
+    Capabilities {
+        models: vec!["llama3.2:1b".into()],
+        slots: Some(1),
+        cores: Some(4),
+        arch: Some("aarch64".into()),
+        pi_model: Some("Raspberry Pi 5 Model B Rev 1.0".into()),
+        memory_total_bytes: Some(8 << 30),
+        ..Default::default()
+    }
+}
+
+fn node_up(orch: &Orch, id: &str, temp: f32) -> SimAgent {
+    let a = SimAgent::new(&orch.base, id, None);
+    a.register(caps());
+    a.heartbeat(pi_metrics(temp));
+    a
+}
+
+fn pifleet(orch_url: &str, args: &[&str]) -> Output {
+    pifleet_env(orch_url, args, &[])
+}
+
+fn pifleet_env(orch_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary("pifleet"));
+    cmd.arg("--url")
+        .arg(orch_url)
+        .args(args)
+        .env_remove("PIFLEET_TOKEN")
+        .env_remove("PIFLEET_URL")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pifleet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "pifleet failed: {}\n{}",
+        stderr(o),
+        stdout(o)
+    );
+    stdout(o)
+}
+
+// ---------------------------------------------------------------------------------------
+// API
+
+#[test]
+fn nodes_api_shows_metrics_capabilities_and_history() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+    a.heartbeat(pi_metrics(55.0));
+    a.heartbeat(pi_metrics(60.5));
+    node_up(&orch, "pi-b", 45.0);
+
+    let (status, v) = orch.get("/api/nodes");
+    assert_eq!(status, 200, "{v}");
+    let nodes: NodesResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(nodes.total, 2);
+    let ids: Vec<&str> = nodes.nodes.iter().map(|n| n.worker_id.as_str()).collect();
+    assert_eq!(ids, ["pi-a", "pi-b"]);
+    let pa = &nodes.nodes[0];
+    assert_eq!(pa.status, WorkerState::Online);
+    assert!(!pa.draining);
+    assert_eq!(pa.metrics.as_ref().unwrap().temperature_c, Some(60.5));
+    assert_eq!(
+        pa.capabilities.pi_model.as_deref(),
+        Some("Raspberry Pi 5 Model B Rev 1.0")
+    );
+    assert!(pa.last_seen >= pa.registered_at);
+
+    let (status, v) = orch.get("/api/nodes/pi-a");
+    assert_eq!(status, 200, "{v}");
+    let detail: NodeDetail = serde_json::from_value(v).unwrap();
+    let temps: Vec<f32> = detail
+        .history
+        .iter()
+        .filter_map(|s| s.temperature_c)
+        .collect();
+    assert_eq!(temps, [50.0, 55.0, 60.5]);
+    assert!(detail.history.windows(2).all(|w| w[0].at <= w[1].at));
+
+    let (status, v) = orch.get("/api/nodes/pi-zzz");
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().contains("pi-zzz"), "{v}");
+}
+
+#[test]
+fn drained_node_finishes_its_task_and_gets_no_new_work() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+    let b = node_up(&orch, "pi-b", 50.0);
+
+    // pi-a takes the first task; then it is drained.
+    let first = orch.submit(TYPE, 5);
+    let task = a.poll(5).expect("pi-a gets the first task");
+    assert_eq!(task.task_id, first);
+    let (status, v) = orch.post("/api/nodes/pi-a/drain", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["draining"], json!(true));
+    assert_eq!(v["status"], json!("draining"));
+    assert_eq!(a.heartbeat(pi_metrics(50.0)).draining, Some(true));
+
+    // New work goes to pi-b, never to the drained pi-a.
+    let second = orch.submit(TYPE, 9);
+    assert!(a.poll(1).is_none(), "a draining node got new work");
+    assert_eq!(b.poll(5).expect("pi-b gets it").task_id, second);
+
+    // pi-a still finishes what it holds.
+    assert_eq!(a.result(&task, json!({"success": true})), 200);
+    let (_, st) = orch.get(&format!("/api/tasks/status/{first}"));
+    assert_eq!(st["status"], json!("completed"), "{st}");
+
+    // Draining shows everywhere: workers list, stats, nodes.
+    let (_, list) = orch.get("/api/workers/list");
+    let w = list["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == json!("pi-a"))
+        .unwrap()
+        .clone();
+    assert_eq!(w["status"], json!("draining"), "{list}");
+    let (_, stats) = orch.get("/api/stats");
+    assert_eq!(stats["workers"]["draining"], json!(1), "{stats}");
+    let (_, n) = orch.get("/api/nodes/pi-a");
+    assert_eq!(n["status"], json!("draining"));
+
+    // Undrained, it takes work again.
+    let (status, v) = orch.post("/api/nodes/pi-a/undrain", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["draining"], json!(false));
+    let third = orch.submit(TYPE, 5);
+    assert_eq!(a.poll(5).expect("pi-a works again").task_id, third);
+
+    let (status, _) = orch.post("/api/nodes/nope/drain", json!({}));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 61.5);
+    node_up(&orch, "pi-b", 48.0);
+    orch.post("/api/nodes/pi-b/drain", json!({}));
+    let t = orch.submit(TYPE, 5);
+    let task = a.poll(5).expect("task");
+    assert_eq!(task.task_id, t);
+    assert_eq!(a.result(&task, json!({"success": true})), 200);
+    orch.submit(TYPE, 8);
+    orch.submit(TYPE, 8);
+    orch.submit(TYPE, 2);
+
+    let (status, text) = orch.get_text("/metrics");
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+    let find = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == name
+                    && match label {
+                        None => true,
+                        Some((k, v)) => s.labels.get(k) == Some(v),
+                    }
+            })
+            .unwrap_or_else(|| panic!("no sample {name} {label:?} in\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        find("pifleet_node_temperature_celsius", Some(("node", "pi-a"))),
+        61.5
+    );
+    assert_eq!(find("pifleet_node_up", Some(("node", "pi-a"))), 1.0);
+    assert_eq!(find("pifleet_node_draining", Some(("node", "pi-b"))), 1.0);
+    assert_eq!(find("pifleet_node_draining", Some(("node", "pi-a"))), 0.0);
+    assert_eq!(find("pifleet_node_throttled", Some(("node", "pi-a"))), 0.0);
+    assert_eq!(
+        find(
+            "pifleet_node_memory_available_bytes",
+            Some(("node", "pi-a"))
+        ),
+        (6u64 << 30) as f64
+    );
+    assert_eq!(find("pifleet_nodes", Some(("status", "draining"))), 1.0);
+    // pi-b is draining, pi-a is idle and will take one of the pending tasks at its next poll.
+    assert_eq!(find("pifleet_queue_depth", Some(("priority", "8"))), 2.0);
+    assert_eq!(find("pifleet_queue_depth", Some(("priority", "2"))), 1.0);
+    assert_eq!(find("pifleet_tasks_completed_total", None), 1.0);
+    assert_eq!(find("pifleet_tasks_failed_total", None), 0.0);
+    let hist = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(h) => {
+                    h.iter().map(|c| c.count).fold(0.0, f64::max)
+                }
+                other => panic!("{name}: not a histogram: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no histogram {name} in\n{text}"))
+    };
+    assert_eq!(hist("pifleet_scheduling_latency_seconds"), 1.0);
+    assert_eq!(hist("pifleet_task_duration_seconds"), 1.0);
+}
+
+/// Reads server-sent events until one's data satisfies `pred`.
+fn read_event_until(
+    reader: &mut impl BufRead,
+    deadline: Instant,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut event = String::new();
+    let mut line = String::new();
+    loop {
+        assert!(Instant::now() < deadline, "no matching event in time");
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read event stream");
+        assert!(n > 0, "event stream ended");
+        let l = line.trim_end();
+        if let Some(name) = l.strip_prefix("event:") {
+            event = name.trim().to_string();
+        } else if let Some(data) = l.strip_prefix("data:") {
+            assert_eq!(event, "fleet");
+            let v: Value = serde_json::from_str(data.trim()).expect("event data is JSON");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn event_stream_pushes_node_changes() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("{}/api/events", orch.base))
+        .call()
+        .expect("event stream");
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream")));
+    let mut reader = BufReader::new(resp.into_body().into_reader());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = read_event_until(&mut reader, deadline, |_| true);
+    let card = first["nodes"][0]["html"].as_str().unwrap();
+    assert_eq!(first["nodes"][0]["id"], json!("pi-a"));
+    assert!(card.contains("50.0°C"), "{card}");
+
+    a.heartbeat(pi_metrics(77.25));
+    read_event_until(&mut reader, deadline, |v| {
+        v["nodes"][0]["html"]
+            .as_str()
+            .unwrap_or("")
+            .contains("77.2°C")
+    });
+    node_up(&orch, "pi-b", 40.0);
+    read_event_until(&mut reader, deadline, |v| {
+        v["order"] == json!(["pi-a", "pi-b"])
+            && v["nodes"][0]["id"] == json!("pi-b")
+            && v["nodes"].as_array().is_some_and(|n| n.len() == 1)
+    });
+}
+
+#[test]
+fn page_and_metrics_need_the_client_token_when_configured() {
+    let orch = Orch::start(&[
+        ("PIFLEET_CLIENT_TOKEN", "client-secret-0123456789"),
+        ("PIFLEET_WORKER_TOKEN", "worker-secret-0123456789"),
+    ]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = |path: &str, auth: Option<&str>| {
+        let mut req = agent.get(format!("{}{}", orch.base, path));
+        if let Some(a) = auth {
+            req = req.header("Authorization", format!("Bearer {a}"));
+        }
+        req.call().unwrap().status().as_u16()
+    };
+    assert_eq!(status("/", None), 401);
+    assert_eq!(status("/?token=wrong", None), 401);
+    assert_eq!(status("/?token=client-secret-0123456789", None), 200);
+    assert_eq!(status("/", Some("client-secret-0123456789")), 200);
+    assert_eq!(status("/api/nodes", None), 401);
+    assert_eq!(status("/api/nodes", Some("client-secret-0123456789")), 200);
+    assert_eq!(status("/metrics", None), 401);
+    assert_eq!(status("/metrics", Some("client-secret-0123456789")), 200);
+    assert_eq!(status("/metrics", Some("worker-secret-0123456789")), 401);
+    assert_eq!(status("/static/pifleet.js", None), 200);
+    assert_eq!(status("/static/pifleet.css", None), 200);
+}
+
+#[test]
+fn status_page_is_server_rendered() {
+    let orch = Orch::start(&[]);
+    node_up(&orch, "pi-kitchen", 66.0);
+    let (status, html) = orch.get_text("/");
+    assert_eq!(status, 200);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains(r#"data-id="pi-kitchen""#));
+    assert!(html.contains("66.0°C"));
+    assert!(html.contains("<svg class=\"spark\""));
+    assert!(html.contains(r#"<script src="/static/pifleet.js" defer></script>"#));
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+
+#[test]
+fn cli_nodes_table_and_json() {
+    let orch = Orch::start(&[]);
+    node_up(&orch, "pi-a", 52.5);
+    node_up(&orch, "pi-b", 81.0);
+    let table = ok(&pifleet(&orch.base, &["nodes"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    for col in [
+        "STATUS",
+        "TEMP",
+        "CPU",
+        "MEM",
+        "MODELS",
+        "TASK",
+        "LAST SEEN",
+    ] {
+        assert!(lines[0].contains(col), "{table}");
+    }
+    assert!(
+        lines[1].starts_with("pi-a") && lines[1].contains("52.5°C"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("pi-b") && lines[2].contains("81.0°C"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("online") && lines[1].contains("6.0G/8.0G"),
+        "{table}"
+    );
+    assert!(
+        !table.contains('\x1b'),
+        "no colours when stdout is not a terminal"
+    );
+
+    let json_out = ok(&pifleet(&orch.base, &["nodes", "--json"]));
+    let nodes: NodesResponse = serde_json::from_str(&json_out).expect("--json is the API's JSON");
+    assert_eq!(nodes.total, 2);
+}
+
+#[test]
+fn cli_node_detail_and_drain_undrain() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+    a.heartbeat(pi_metrics(58.0));
+    let text = ok(&pifleet(&orch.base, &["node", "pi-a"]));
+    assert!(text.starts_with("pi-a\n"), "{text}");
+    assert!(text.contains("Raspberry Pi 5 Model B Rev 1.0"), "{text}");
+    assert!(text.contains("temp history"), "{text}");
+    assert!(text.contains("(50.0°C .. 58.0°C)"), "{text}");
+    let detail: NodeDetail =
+        serde_json::from_str(&ok(&pifleet(&orch.base, &["node", "pi-a", "--json"]))).unwrap();
+    assert_eq!(detail.history.len(), 2);
+
+    let out = ok(&pifleet(&orch.base, &["drain", "pi-a"]));
+    assert!(out.contains("pi-a is draining"), "{out}");
+    let table = ok(&pifleet(&orch.base, &["nodes"]));
+    assert!(
+        table.lines().nth(1).unwrap().contains("draining"),
+        "{table}"
+    );
+    let out = ok(&pifleet(&orch.base, &["undrain", "pi-a"]));
+    assert!(out.contains("pi-a takes work again"), "{out}");
+    let (_, v) = orch.get("/api/nodes/pi-a");
+    assert_eq!(v["draining"], json!(false));
+
+    let missing = pifleet(&orch.base, &["node", "pi-none"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("pi-none"), "{}", stderr(&missing));
+}
+
+#[test]
+fn cli_submit_task_and_wait() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+
+    // Data from a file, priority, plain submit: prints the id.
+    let data = orch.dir.join("data.json");
+    std::fs::write(&data, r#"{"genome": {"x": 1.0}, "mutation_rate": 0.1}"#).unwrap();
+    let id = ok(&pifleet(
+        &orch.base,
+        &[
+            "submit",
+            TYPE,
+            "--data",
+            data.to_str().unwrap(),
+            "--priority",
+            "7",
+        ],
+    ))
+    .trim()
+    .to_string();
+    let (_, st) = orch.get(&format!("/api/tasks/status/{id}"));
+    assert_eq!(st["priority"], json!(7), "{st}");
+    let text = ok(&pifleet(&orch.base, &["task", &id]));
+    assert!(
+        text.contains(&format!("task {id}")) && text.contains("pending"),
+        "{text}"
+    );
+    let task = a.poll(5).expect("the agent gets it");
+    assert_eq!(
+        a.result(&task, json!({"success": true, "genome": {"x": 1.1}})),
+        200
+    );
+    let status: Value =
+        serde_json::from_str(&ok(&pifleet(&orch.base, &["task", &id, "--json"]))).unwrap();
+    assert_eq!(status["status"], json!("completed"));
+
+    // Data from stdin, --wait: the agent settles it while the CLI waits.
+    let worker = std::thread::spawn(move || {
+        let task = a.poll(20).expect("the agent gets the waited task");
+        assert_eq!(
+            a.result(&task, json!({"success": true, "output": "done"})),
+            200
+        );
+    });
+    let mut child = Command::new(binary("pifleet"))
+        .args(["--url", &orch.base, "submit", TYPE, "--data", "-", "--wait"])
+        .env_remove("PIFLEET_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"genome": {"x": 2.0}}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    worker.join().unwrap();
+    let text = ok(&out);
+    assert!(text.contains("completed"), "{text}");
+    assert!(text.contains("\"output\": \"done\""), "{text}");
+    assert!(
+        stderr(&out).contains("completed"),
+        "progress on stderr: {}",
+        stderr(&out)
+    );
+
+    // Bad data is refused before anything is sent.
+    std::fs::write(&data, "{not json").unwrap();
+    let bad = pifleet(
+        &orch.base,
+        &["submit", TYPE, "--data", data.to_str().unwrap()],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
+}
+
+#[test]
+fn cli_wait_reports_a_failed_task() {
+    let orch = Orch::start(&[]);
+    let a = node_up(&orch, "pi-a", 50.0);
+    let worker = std::thread::spawn(move || {
+        let task = a.poll(20).expect("task");
+        a.result(&task, json!({"success": false, "error": "model exploded"}));
+    });
+    let out = pifleet(&orch.base, &["submit", TYPE, "--wait"]);
+    worker.join().unwrap();
+    assert!(!out.status.success(), "a failed task fails the command");
+    assert!(stdout(&out).contains("failed"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
+}
+
+#[test]
+fn cli_watch_refreshes() {
+    let orch = Orch::start(&[]);
+    node_up(&orch, "pi-a", 50.0);
+    let out = ok(&pifleet(
+        &orch.base,
+        &["watch", "--interval", "0.1", "--count", "3"],
+    ));
+    assert_eq!(out.matches("NAME").count(), 3, "{out}");
+    assert_eq!(out.matches("1 node: 1 online").count(), 3, "{out}");
+}
+
+#[test]
+fn cli_errors_say_what_to_do() {
+    // Nothing listens on a port we just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = pifleet(&url, &["nodes"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&url) && err.contains("pifleet-orchestrator serve"),
+        "{err}"
+    );
+
+    let orch = Orch::start(&[
+        ("PIFLEET_CLIENT_TOKEN", "s3cret-client-token-abcdef"),
+        ("PIFLEET_WORKER_TOKEN", "worker-token-0123456789"),
+    ]);
+    let out = pifleet(&orch.base, &["nodes"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--token"), "{}", stderr(&out));
+    ok(&pifleet(
+        &orch.base,
+        &["--token", "s3cret-client-token-abcdef", "nodes"],
+    ));
+    ok(&pifleet_env(
+        &orch.base,
+        &["nodes"],
+        &[("PIFLEET_TOKEN", "s3cret-client-token-abcdef")],
+    ));
+}
