@@ -53,7 +53,10 @@ fn args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let val = argv.get(i + 1).cloned().unwrap_or_default();
-        let num = || val.parse::<usize>().unwrap_or_else(|_| panic!("{}: expected a number, got {val:?}", argv[i]));
+        let num = || {
+            val.parse::<usize>()
+                .unwrap_or_else(|_| panic!("{}: expected a number, got {val:?}", argv[i]))
+        };
         match argv[i].as_str() {
             "--tasks" => a.tasks = num(),
             "--workers" => a.workers = num(),
@@ -196,7 +199,9 @@ async fn register(addr: SocketAddr, prefix: &str, count: usize) {
             for i in (k * per)..((k + 1) * per).min(count) {
                 let body = json!({"worker_id": format!("{prefix}-{i}"), "worker_type": "bench",
                     "capabilities": {"models": ["bench:1b"], "task_types": ["agent_action"]}});
-                let (s, _) = c.call("POST", "/api/workers/register", Some(body.to_string())).await;
+                let (s, _) = c
+                    .call("POST", "/api/workers/register", Some(body.to_string()))
+                    .await;
                 assert_eq!(s, 200);
             }
         }));

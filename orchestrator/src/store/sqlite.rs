@@ -342,7 +342,11 @@ impl Store for SqliteStore {
                     tx.prepare_cached(
                         "UPDATE workers SET tasks_completed = ?2, tasks_failed = ?3 WHERE id = ?1",
                     )?
-                    .execute(params![id, *completed as i64, *failed as i64])?;
+                    .execute(params![
+                        id,
+                        *completed as i64,
+                        *failed as i64
+                    ])?;
                 }
                 Mutation::DeleteWorker(id) => {
                     tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
