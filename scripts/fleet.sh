@@ -20,6 +20,11 @@ port=${FLEET_PORT:-}
 ollama=${FLEET_OLLAMA_URL:-http://127.0.0.1:11434}
 model=${FLEET_MODEL:-}
 
+# Children get their own session so a Ctrl-C on the terminal reaches only this script,
+# which then stops them in order: agents first (they unregister), the orchestrator last.
+detach=()
+command -v setsid >/dev/null && detach=(setsid)
+
 say() { printf '\033[1mfleet:\033[0m %s\n' "$*" >&2; }
 
 if ! command -v cargo >/dev/null; then
@@ -77,7 +82,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 say "orchestrator on $url (db $dir/pifleet.db, log $dir/orchestrator.log)"
-"$bin/pifleet-orchestrator" serve --listen "127.0.0.1:$port" --db "$dir/pifleet.db" \
+"${detach[@]}" "$bin/pifleet-orchestrator" serve --listen "127.0.0.1:$port" --db "$dir/pifleet.db" \
   >"$dir/orchestrator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do answers 127.0.0.1 "$port" && break; sleep 0.1; done
@@ -90,7 +95,7 @@ if [[ ${FLEET_FAKE_OLLAMA:-0} == 1 ]]; then
   ohost=127.0.0.1
   ollama=http://127.0.0.1:$oport
   model=${model:-llama3.2:1b}
-  "$bin/pifleet-fake-ollama" --listen "127.0.0.1:$oport" --model "$model" --token-delay-ms 80 \
+  "${detach[@]}" "$bin/pifleet-fake-ollama" --listen "127.0.0.1:$oport" --model "$model" --token-delay-ms 80 \
     --reply "Local models on small boards: cheap, private, and good enough for many jobs." \
     >"$dir/fake-ollama.log" 2>&1 &
   pids+=($!)
@@ -110,7 +115,7 @@ model=${model:-llama3.2:1b}
 for n in $(seq "$agents"); do
   id=fleet-pi-$n
   PIFLEET_HEARTBEAT_INTERVAL_S=${FLEET_HEARTBEAT_S:-2} \
-    "$bin/pifleet-agent" --orchestrator "$url" --ollama "$ollama" --id "$id" \
+    "${detach[@]}" "$bin/pifleet-agent" --orchestrator "$url" --ollama "$ollama" --id "$id" \
     --state-dir "$dir/$id" >"$dir/$id.log" 2>&1 &
   agent_pids+=($!)
   say "agent $id (state $dir/$id, log $dir/$id.log)"
@@ -130,4 +135,17 @@ say "submitted 6 evolution tasks, an agent_action ($chat) and a code_generation 
 say "see a task: $bin/pifleet --url $url task $chat"
 say "node health below (refreshes every 2 s; Ctrl-C stops the fleet)"
 sleep 2
-cli watch -n 2 || true
+if cli nodes >/dev/null 2>&1; then
+  cli watch -n 2 || true
+else
+  # An orchestrator without the node views: the seed's worker list and stats.
+  pretty() { if command -v python3 >/dev/null; then python3 -m json.tool; else cat; fi; }
+  while true; do
+    [[ -t 1 ]] && clear
+    echo "== $url/api/workers/list  ($(date +%T))"
+    http_get 127.0.0.1 "$port" /api/workers/list | pretty
+    echo "== $url/api/stats"
+    http_get 127.0.0.1 "$port" /api/stats | pretty
+    sleep 2
+  done
+fi

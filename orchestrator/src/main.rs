@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use pifleet_orchestrator::config::{Config, LogFormat, RawConfig};
 use tracing_subscriber::EnvFilter;
 
+// glibc's allocator spent a tenth of the server's CPU under load (many small JSON and
+// header allocations freed across threads); mimalloc handles that pattern far better.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pifleet-orchestrator",

@@ -242,6 +242,14 @@ impl Node {
         }
     }
 
+    fn counts_mutation(&self) -> Mutation {
+        Mutation::WorkerCounts {
+            id: self.id.clone(),
+            completed: self.completed,
+            failed: self.failed,
+        }
+    }
+
     fn view(&self) -> NodeView {
         NodeView {
             worker_id: self.id.clone(),
@@ -831,7 +839,7 @@ impl Fleet {
                     node.failed += 1;
                 }
                 node.last_seen = now;
-                muts.push(Mutation::PutWorker(node.row()));
+                muts.push(node.counts_mutation());
             }
         } else {
             if let Some(task) = inner.tasks.get_mut(&id) {
@@ -1348,6 +1356,7 @@ impl Inner {
             node.current.retain(|t| t != id);
             if counted && why != Revoke::NodeDead {
                 node.failed += 1;
+                muts.push(node.counts_mutation());
             }
         }
     }

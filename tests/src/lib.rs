@@ -18,6 +18,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 pub mod fake_ollama;
+pub mod fake_seed;
 pub mod fleet;
 pub mod orch;
 pub mod sim;

@@ -36,6 +36,16 @@ impl Store for MemoryStore {
                 Mutation::PutWorker(w) => {
                     self.workers.insert(w.id.clone(), w.clone());
                 }
+                Mutation::WorkerCounts {
+                    id,
+                    completed,
+                    failed,
+                } => {
+                    if let Some(w) = self.workers.get_mut(id) {
+                        w.tasks_completed = *completed;
+                        w.tasks_failed = *failed;
+                    }
+                }
                 Mutation::DeleteWorker(id) => {
                     self.workers.remove(id);
                 }

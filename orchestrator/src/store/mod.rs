@@ -86,6 +86,13 @@ pub enum Mutation {
     /// did not change, so the store may skip rewriting them.
     UpdateTask(TaskRow),
     PutWorker(WorkerRow),
+    /// Only the counters of a stored worker: cheaper than rewriting its capabilities on
+    /// every result.
+    WorkerCounts {
+        id: String,
+        completed: u64,
+        failed: u64,
+    },
     DeleteWorker(String),
     DeleteTask(String),
     Counter(String, u64),

@@ -334,6 +334,20 @@ impl Store for SqliteStore {
                         w.metrics.as_ref().map(json_text),
                     ])?;
                 }
+                Mutation::WorkerCounts {
+                    id,
+                    completed,
+                    failed,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE workers SET tasks_completed = ?2, tasks_failed = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        *completed as i64,
+                        *failed as i64
+                    ])?;
+                }
                 Mutation::DeleteWorker(id) => {
                     tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
                         .execute(params![id])?;
