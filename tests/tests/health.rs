@@ -322,6 +322,14 @@ fn page_and_metrics_need_the_client_token_when_configured() {
         req.call().unwrap().status().as_u16()
     };
     assert_eq!(status("/", None), 401);
+    let hint = agent
+        .get(format!("{}/", orch.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(hint.contains("/?token="), "{hint}");
     assert_eq!(status("/?token=wrong", None), 401);
     assert_eq!(status("/?token=client-secret-0123456789", None), 200);
     assert_eq!(status("/", Some("client-secret-0123456789")), 200);
@@ -350,6 +358,12 @@ fn status_page_is_server_rendered() {
     assert!(html.contains("66.0°C"));
     assert!(html.contains("<svg class=\"spark\""));
     assert!(html.contains(r#"<script src="/static/pifleet.js" defer></script>"#));
+    let resp = ureq::get(format!("{}/", orch.base)).call().unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
 }
 
 #[test]
