@@ -133,6 +133,7 @@ chat=$(cli submit agent_action -p 8 -d "$(data "{\"messages\": [{\"role\": \"use
 code=$(cli submit code_generation -d "$(data "{\"prompt\": \"A function that checks whether a number is prime\", \"language\": \"python\", \"model\": \"$model\"}")")
 say "submitted 6 evolution tasks, an agent_action ($chat) and a code_generation ($code)"
 say "see a task: $bin/pifleet --url $url task $chat"
+say "status page: $url/   Prometheus: $url/metrics   nodes: $bin/pifleet --url $url nodes"
 say "node health below (refreshes every 2 s; Ctrl-C stops the fleet)"
 sleep 2
 if cli nodes >/dev/null 2>&1; then

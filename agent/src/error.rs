@@ -36,6 +36,8 @@ pub enum Error {
     Daemonize(String),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A failed call to the orchestrator. Status answers are kept apart from transport

@@ -296,10 +296,7 @@ pub fn run(cfg: Config, notifier: Arc<dyn Notifier>, stop: Stop) -> Result<(), E
         std::thread::Builder::new()
             .name("work-0".into())
             .spawn(move || boot(s, beat, probe))
-            .map_err(|e| Error::Spool {
-                path: shared.cfg.state_dir.clone(),
-                source: e,
-            })?
+            .map_err(Error::Thread)?
     };
     supervise(&shared);
     shutdown(&shared);
@@ -670,7 +667,9 @@ pub fn main_inner(args: Vec<String>) -> ExitCode {
     }
     let stop = Stop::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.flag()) {
+        // A second signal while draining means "now": exit at once, the spool keeps results.
+        let second = signal_hook::flag::register_conditional_shutdown(sig, 1, stop.flag());
+        if let Err(e) = second.and_then(|_| signal_hook::flag::register(sig, stop.flag())) {
             log::error!("{}", Error::Signal(e));
             return ExitCode::from(1);
         }
@@ -704,12 +703,6 @@ fn daemonize(cfg: &Config) -> Result<(), Error> {
         .stderr(open()?)
         .start()
         .map_err(|e| Error::Daemonize(e.to_string()))
-}
-
-/// Keeps `HeartbeatRequest` building testable without a network.
-#[doc(hidden)]
-pub fn probe_metrics(cfg: &Config) -> pifleet_protocol::NodeMetrics {
-    SysProbe::new(&cfg.proc_root, &cfg.sys_root, &cfg.state_dir).metrics()
 }
 
 /// A running agent inside the current process, for tests and embedding.

@@ -84,13 +84,10 @@ fn main() {
         html.len() / 1024
     );
     let mut shown = events::Shown::default();
-    let (ms, first) = time(1, || {
-        let mut s = events::Shown::default();
-        s.update(snap.at, page::live_parts(&snap))
-    });
+    let (ms, first) = time(5, || events::Shown::default().update(&snap));
     let first = serde_json::to_string(&first).unwrap();
     println!("  first live event: {ms:.2} ms, {} KiB", first.len() / 1024);
-    shown.update(snap.at, page::live_parts(&snap));
+    shown.update(&snap);
     // One node heartbeats: the next event carries one card.
     fleet
         .heartbeat(
@@ -103,7 +100,7 @@ fn main() {
         .unwrap();
     let snap2 = routes::snapshot(&fleet);
     let start = Instant::now();
-    let delta = shown.update(snap2.at, page::live_parts(&snap2));
+    let delta = shown.update(&snap2);
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let delta = serde_json::to_string(&delta).unwrap();
     println!(

@@ -322,6 +322,14 @@ fn page_and_metrics_need_the_client_token_when_configured() {
         req.call().unwrap().status().as_u16()
     };
     assert_eq!(status("/", None), 401);
+    let hint = agent
+        .get(format!("{}/", orch.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(hint.contains("/?token="), "{hint}");
     assert_eq!(status("/?token=wrong", None), 401);
     assert_eq!(status("/?token=client-secret-0123456789", None), 200);
     assert_eq!(status("/", Some("client-secret-0123456789")), 200);
@@ -330,6 +338,11 @@ fn page_and_metrics_need_the_client_token_when_configured() {
     assert_eq!(status("/metrics", None), 401);
     assert_eq!(status("/metrics", Some("client-secret-0123456789")), 200);
     assert_eq!(status("/metrics", Some("worker-secret-0123456789")), 401);
+    assert_eq!(status("/api/events", None), 401);
+    assert_eq!(
+        status("/api/events?token=client-secret-0123456789", None),
+        200
+    );
     assert_eq!(status("/static/pifleet.js", None), 200);
     assert_eq!(status("/static/pifleet.css", None), 200);
 }
@@ -345,6 +358,38 @@ fn status_page_is_server_rendered() {
     assert!(html.contains("66.0°C"));
     assert!(html.contains("<svg class=\"spark\""));
     assert!(html.contains(r#"<script src="/static/pifleet.js" defer></script>"#));
+    let resp = ureq::get(format!("{}/", orch.base)).call().unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+}
+
+#[test]
+fn silent_node_shows_as_dead_everywhere() {
+    // Heartbeats every 0.2 s: a node silent for 3 intervals is dead within a second.
+    let orch = Orch::start(&[("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")]);
+    node_up(&orch, "pi-gone", 50.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = orch.get("/api/nodes/pi-gone");
+        if v["status"] == json!("dead") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never declared dead: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = ok(&pifleet(&orch.base, &["nodes"]));
+    assert!(table.lines().nth(1).unwrap().contains(" dead "), "{table}");
+    let (_, text) = orch.get_text("/metrics");
+    assert!(
+        text.contains("pifleet_node_up{node=\"pi-gone\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("pifleet_nodes{status=\"dead\"} 1"), "{text}");
+    let (_, html) = orch.get_text("/");
+    assert!(html.contains(r#"<article class="node st-dead" data-id="pi-gone">"#));
 }
 
 // ---------------------------------------------------------------------------------------

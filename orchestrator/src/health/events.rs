@@ -8,9 +8,11 @@
 //! the stream only reads snapshots. With hundreds of nodes heartbeating, an event
 //! carries the few cards that changed, not the whole fleet.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,7 +21,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::page::{self, LiveParts};
+use pifleet_protocol::NodeDetail;
+
+use super::page;
 use super::FleetSnapshot;
 
 /// The event's name, as the page's script listens for it.
@@ -53,7 +57,8 @@ pub struct Card {
 /// What one connection has shown so far.
 #[derive(Debug, Default)]
 pub struct Shown {
-    cards: HashMap<String, String>,
+    /// Node id -> (fingerprint of what the card shows, the card).
+    cards: HashMap<String, (u64, String)>,
     summary: Option<String>,
     queue: Option<String>,
     failures: Option<String>,
@@ -68,28 +73,57 @@ fn changed(last: &mut Option<String>, now: String) -> Option<String> {
     }
 }
 
+/// Everything a card shows changes only with these, so an unchanged fingerprint means
+/// the card need not even be rendered (a fleet of hundreds re-renders only what moved).
+fn fingerprint(d: &NodeDetail) -> u64 {
+    let n = &d.node;
+    let mut h = DefaultHasher::new();
+    n.last_seen.to_bits().hash(&mut h);
+    n.registered_at.to_bits().hash(&mut h);
+    n.status.as_str().hash(&mut h);
+    n.draining.hash(&mut h);
+    n.current_tasks.hash(&mut h);
+    n.tasks_completed.hash(&mut h);
+    n.tasks_failed.hash(&mut h);
+    d.history.len().hash(&mut h);
+    d.history.last().map(|s| s.at.to_bits()).hash(&mut h);
+    h.finish()
+}
+
 impl Shown {
-    /// The update that brings this connection from what it showed to `parts`, or `None`
+    /// The update that brings this connection from what it showed to `s`, or `None`
     /// when nothing changed.
-    pub fn update(&mut self, at: f64, parts: LiveParts) -> Option<Update> {
-        let order: Vec<String> = parts.cards.iter().map(|(id, _)| id.clone()).collect();
-        let same_nodes = order.len() == self.cards.len();
+    pub fn update(&mut self, s: &FleetSnapshot) -> Option<Update> {
+        let sorted = page::sorted(s);
+        let order: Vec<String> = sorted.iter().map(|d| d.node.worker_id.clone()).collect();
+        let membership_changed =
+            order.len() != self.cards.len() || order.iter().any(|id| !self.cards.contains_key(id));
         let mut nodes = Vec::new();
-        for (id, html) in parts.cards {
-            if self.cards.get(&id) != Some(&html) {
-                self.cards.insert(id.clone(), html.clone());
-                nodes.push(Card { id, html });
+        for d in sorted {
+            let id = &d.node.worker_id;
+            let fp = fingerprint(d);
+            if self.cards.get(id).is_some_and(|(f, _)| *f == fp) {
+                continue;
+            }
+            let html = page::live_card(d);
+            let same_html = self.cards.get(id).is_some_and(|(_, h)| *h == html);
+            self.cards.insert(id.clone(), (fp, html.clone()));
+            if !same_html {
+                nodes.push(Card {
+                    id: id.clone(),
+                    html,
+                });
             }
         }
         if self.cards.len() != order.len() {
             let keep: HashSet<&String> = order.iter().collect();
             self.cards.retain(|id, _| keep.contains(id));
         }
-        let summary = changed(&mut self.summary, parts.summary);
-        let queue = changed(&mut self.queue, parts.queue);
-        let failures = changed(&mut self.failures, parts.failures);
+        let summary = changed(&mut self.summary, page::summary_html(s));
+        let queue = changed(&mut self.queue, page::queue_html(s));
+        let failures = changed(&mut self.failures, page::live_failures(s));
         let nothing = nodes.is_empty()
-            && same_nodes
+            && !membership_changed
             && summary.is_none()
             && queue.is_none()
             && failures.is_none();
@@ -97,7 +131,7 @@ impl Shown {
             return None;
         }
         Some(Update {
-            at,
+            at: s.at,
             order,
             nodes,
             empty: page::EMPTY_NODES_HTML,
@@ -151,7 +185,7 @@ where
             }
             let snap = (st.snapshot)().await;
             st.last = Some(Instant::now());
-            if let Some(update) = st.shown.update(snap.at, page::live_parts(&snap)) {
+            if let Some(update) = st.shown.update(&snap) {
                 let data = serde_json::to_string(&update).unwrap_or_default();
                 return Some((Ok(Event::default().event(EVENT).data(data)), st));
             }
@@ -163,16 +197,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pifleet_protocol::{Capabilities, NodeView, WorkerState};
 
-    fn parts(cards: &[(&str, &str)], summary: &str) -> LiveParts {
-        LiveParts {
-            summary: summary.into(),
-            cards: cards
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            queue: "q".into(),
-            failures: "f".into(),
+    fn node(id: &str, last_seen: f64) -> NodeDetail {
+        NodeDetail {
+            node: NodeView {
+                worker_id: id.into(),
+                worker_type: "pifleet-agent".into(),
+                status: WorkerState::Online,
+                draining: false,
+                registered_at: 0.0,
+                last_seen,
+                capabilities: Capabilities::default(),
+                metrics: None,
+                current_tasks: vec![],
+                tasks_completed: 0,
+                tasks_failed: 0,
+            },
+            history: vec![],
+        }
+    }
+
+    fn snap(at: f64, nodes: Vec<NodeDetail>) -> FleetSnapshot {
+        FleetSnapshot {
+            at,
+            nodes,
+            ..Default::default()
         }
     }
 
@@ -180,38 +230,34 @@ mod tests {
     fn first_update_has_everything_then_only_changes() {
         let mut shown = Shown::default();
         let first = shown
-            .update(1.0, parts(&[("a", "A1"), ("b", "B1")], "s1"))
+            .update(&snap(1.0, vec![node("a", 1.0), node("b", 1.0)]))
             .unwrap();
         assert_eq!(first.nodes.len(), 2);
-        assert_eq!(first.summary.as_deref(), Some("s1"));
-        assert_eq!(first.queue.as_deref(), Some("q"));
+        assert!(first.summary.is_some() && first.queue.is_some() && first.failures.is_some());
 
+        // Time passing alone changes nothing: relative times are the script's job.
         assert_eq!(
-            shown.update(2.0, parts(&[("a", "A1"), ("b", "B1")], "s1")),
+            shown.update(&snap(9.0, vec![node("a", 1.0), node("b", 1.0)])),
             None
         );
 
+        let mut b = node("b", 2.0);
+        b.node.draining = true;
         let second = shown
-            .update(3.0, parts(&[("a", "A1"), ("b", "B2")], "s1"))
+            .update(&snap(10.0, vec![node("a", 1.0), b.clone()]))
             .unwrap();
-        assert_eq!(
-            second.nodes,
-            vec![Card {
-                id: "b".into(),
-                html: "B2".into()
-            }]
-        );
+        assert_eq!(second.nodes.len(), 1);
+        assert_eq!(second.nodes[0].id, "b");
+        assert!(second.nodes[0].html.contains("st-draining"));
         assert_eq!(second.order, ["a", "b"]);
-        assert_eq!(second.summary, None);
 
-        let gone = shown.update(4.0, parts(&[("b", "B2")], "s2")).unwrap();
+        let gone = shown.update(&snap(11.0, vec![b.clone()])).unwrap();
         assert!(gone.nodes.is_empty());
         assert_eq!(gone.order, ["b"]);
-        assert_eq!(gone.summary.as_deref(), Some("s2"));
+        assert!(gone.summary.is_some(), "the node count changed");
+
         // A node that comes back is sent again in full.
-        let back = shown
-            .update(5.0, parts(&[("a", "A1"), ("b", "B2")], "s2"))
-            .unwrap();
+        let back = shown.update(&snap(12.0, vec![node("a", 1.0), b])).unwrap();
         assert_eq!(back.nodes.len(), 1);
         assert_eq!(back.nodes[0].id, "a");
     }

@@ -404,32 +404,21 @@ fn failures(s: &FleetSnapshot, now: Option<f64>) -> String {
 
 const EMPTY_NODES: &str = r#"<p class="empty muted">No nodes yet. Start an agent: <code>pifleet-agent --orchestrator URL</code></p>"#;
 
-/// The parts of the page the live updates replace, rendered without relative times
-/// (the script fills those), so a part that did not change renders to the same bytes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LiveParts {
-    pub summary: String,
-    /// (node id, card), sorted by id.
-    pub cards: Vec<(String, String)>,
-    pub queue: String,
-    pub failures: String,
-}
-
 pub const EMPTY_NODES_HTML: &str = EMPTY_NODES;
 
-pub fn live_parts(s: &FleetSnapshot) -> LiveParts {
-    LiveParts {
-        summary: summary_html(s),
-        cards: sorted(s)
-            .into_iter()
-            .map(|d| (d.node.worker_id.clone(), card(d, None)))
-            .collect(),
-        queue: queue_html(s),
-        failures: failures(s, None),
-    }
+/// A card for the live updates: relative times are left for the script to fill, so a
+/// card whose node did not change renders to the same bytes.
+pub fn live_card(detail: &NodeDetail) -> String {
+    card(detail, None)
 }
 
-fn sorted(s: &FleetSnapshot) -> Vec<&NodeDetail> {
+/// The failures list for the live updates (relative times left to the script).
+pub fn live_failures(s: &FleetSnapshot) -> String {
+    failures(s, None)
+}
+
+/// Nodes in display order (by id).
+pub fn sorted(s: &FleetSnapshot) -> Vec<&NodeDetail> {
     let mut v: Vec<&NodeDetail> = s.nodes.iter().collect();
     v.sort_by(|a, b| a.node.worker_id.cmp(&b.node.worker_id));
     v
