@@ -534,35 +534,30 @@ fn execute(s: &Shared, beat: &Beat, task: TaskAssignment) {
 /// The calling thread: turns signals into a stop, pings the watchdog while every loop
 /// keeps its deadline, keeps systemd's STATUS= line current.
 fn supervise(s: &Shared) {
-    let half = s.cfg.watchdog.map(|w| w / 2);
-    let tick = half.map_or(Duration::from_secs(1), |h| h.min(Duration::from_secs(1)));
-    let mut last_ping: Option<Instant> = None;
+    let mut dog = s.cfg.watchdog.map(watchdog::Watchdog::new);
+    let tick = dog.as_ref().map_or(Duration::from_secs(1), |d| {
+        d.half().min(Duration::from_secs(1))
+    });
     let mut last_status = String::new();
-    let mut stalled = false;
     loop {
         if s.stop.requested() {
             // Set by a signal handler, which cannot wake the sleepers itself.
             s.stop.request();
             break;
         }
-        if let Some(half) = half {
-            if last_ping.map_or(true, |t| t.elapsed() >= half) {
-                let overdue = s.beats.overdue();
-                if overdue.is_empty() {
-                    s.notifier.notify("WATCHDOG=1");
-                    last_ping = Some(Instant::now());
-                    if stalled {
-                        log::info!("all loops progressing again: watchdog pings resumed");
-                    }
-                    stalled = false;
-                } else if !stalled {
+        if let Some(dog) = dog.as_mut() {
+            match dog.tick(&s.beats, s.notifier.as_ref()) {
+                watchdog::Tick::Withheld(overdue) => {
                     log::error!(
                         "{} missed its deadline: withholding watchdog pings so systemd restarts us",
                         overdue.join(", ")
                     );
                     s.led.set(LedState::Error);
-                    stalled = true;
                 }
+                watchdog::Tick::Resumed => {
+                    log::info!("all loops progressing again: watchdog pings resumed")
+                }
+                _ => {}
             }
         }
         let status = lock(&s.status).clone();

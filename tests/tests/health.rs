@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use pifleet_protocol::{Capabilities, NodeDetail, NodesResponse, WorkerState};
 use pifleet_system_tests::binary;
+use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
+use pifleet_system_tests::fleet;
 use pifleet_system_tests::orch::Orch;
 use pifleet_system_tests::sim::{pi_metrics, SimAgent};
 use serde_json::{json, Value};
@@ -390,6 +392,60 @@ fn silent_node_shows_as_dead_everywhere() {
     assert!(text.contains("pifleet_nodes{status=\"dead\"} 1"), "{text}");
     let (_, html) = orch.get_text("/");
     assert!(html.contains(r#"<article class="node st-dead" data-id="pi-gone">"#));
+}
+
+#[test]
+fn real_agent_reports_metrics_runs_work_and_respects_drain() {
+    let orch = Orch::start(&[]);
+    let ollama = FakeOllama::start(vec![FakeModel::small("llama3.2:1b")]).expect("fake ollama");
+    let dir = fleet::scratch("health-real-agent");
+    let _agent = fleet::start_agent(&dir, "pi-real", &orch.base, &ollama.url(), &[]);
+
+    // Real metrics from this machine's /proc, a growing history, the model from Ollama.
+    let detail: NodeDetail =
+        fleet::wait_for("pi-real with history", Duration::from_secs(20), || {
+            let (status, v) = orch.get("/api/nodes/pi-real");
+            let d: NodeDetail = serde_json::from_value(v).ok().filter(|_| status == 200)?;
+            (d.history.len() >= 2).then_some(d)
+        });
+    let m = detail.node.metrics.as_ref().expect("metrics");
+    assert!(m.memory_available_bytes.is_some_and(|b| b > 0), "{m:?}");
+    assert!(m.cpu_percent.is_some(), "{m:?}");
+    let table = ok(&pifleet(&orch.base, &["nodes"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("pi-real"))
+        .expect(&table);
+    assert!(row.contains("llama3.2:1b"), "{table}");
+
+    let chat = json!({
+        "type": "agent_action",
+        "data": {"messages": [{"role": "user", "content": "hi"}], "model": "llama3.2:1b"}
+    });
+    let submit = || {
+        let (status, v) = orch.post("/api/tasks/submit", chat.clone());
+        assert_eq!(status, 201, "{v}");
+        v["task_id"].as_str().unwrap().to_string()
+    };
+    let state = |id: &str| orch.get(&format!("/api/tasks/status/{id}")).1["status"].clone();
+    let first = submit();
+    fleet::wait_for("first task done", Duration::from_secs(20), || {
+        (state(&first) == json!("completed")).then_some(())
+    });
+
+    // Drained: the real agent gets nothing new; undrained, it runs the waiting task.
+    ok(&pifleet(&orch.base, &["drain", "pi-real"]));
+    let second = submit();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state(&second), json!("pending"), "a drained node got work");
+    let table = ok(&pifleet(&orch.base, &["nodes"]));
+    assert!(table.contains("draining"), "{table}");
+    ok(&pifleet(&orch.base, &["undrain", "pi-real"]));
+    fleet::wait_for("second task done", Duration::from_secs(20), || {
+        (state(&second) == json!("completed")).then_some(())
+    });
+    let (_, n) = orch.get("/api/nodes/pi-real");
+    assert_eq!(n["tasks_completed"], json!(2), "{n}");
 }
 
 // ---------------------------------------------------------------------------------------
