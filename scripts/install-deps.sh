@@ -14,6 +14,8 @@ need gcc-aarch64-linux-gnu
 need libc6-dev-arm64-cross
 need qemu-user
 need xz-utils
+need curl
+need jq
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

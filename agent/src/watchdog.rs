@@ -160,9 +160,104 @@ impl Beats {
     }
 }
 
+/// What one supervisor tick did about the watchdog.
+#[derive(Debug, PartialEq)]
+pub enum Tick {
+    NotDue,
+    Pinged,
+    /// The first withheld ping, naming the loops that are overdue.
+    Withheld(Vec<String>),
+    StillWithheld,
+    /// Pinged again after withholding.
+    Resumed,
+}
+
+/// Sends `WATCHDOG=1` every half `WATCHDOG_USEC`, and only while every beat is on time.
+pub struct Watchdog {
+    half: Duration,
+    last_ping: Option<Instant>,
+    stalled: bool,
+}
+
+impl Watchdog {
+    pub fn new(watchdog_usec: Duration) -> Watchdog {
+        Watchdog {
+            half: watchdog_usec / 2,
+            last_ping: None,
+            stalled: false,
+        }
+    }
+
+    pub fn half(&self) -> Duration {
+        self.half
+    }
+
+    pub fn tick(&mut self, beats: &Beats, notifier: &dyn Notifier) -> Tick {
+        if self.last_ping.is_some_and(|t| t.elapsed() < self.half) {
+            return Tick::NotDue;
+        }
+        let overdue = beats.overdue();
+        if overdue.is_empty() {
+            notifier.notify("WATCHDOG=1");
+            self.last_ping = Some(Instant::now());
+            if std::mem::replace(&mut self.stalled, false) {
+                Tick::Resumed
+            } else {
+                Tick::Pinged
+            }
+        } else if std::mem::replace(&mut self.stalled, true) {
+            Tick::StillWithheld
+        } else {
+            Tick::Withheld(overdue)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Count(Mutex<usize>);
+    impl Notifier for Count {
+        fn notify(&self, m: &str) {
+            if m == "WATCHDOG=1" {
+                *self.0.lock().unwrap() += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_stuck_loop_stops_the_pings_until_it_moves_again() {
+        let beats = Beats::default();
+        let hb = beats.add("heartbeat", Duration::from_secs(60));
+        let work = beats.add("work loop 0", Duration::from_secs(60));
+        let pings = Count::default();
+        let mut dog = Watchdog::new(Duration::ZERO);
+        assert_eq!(dog.tick(&beats, &pings), Tick::Pinged);
+        // A hung Ollama call: the work loop's deadline passes.
+        work.arm(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            dog.tick(&beats, &pings),
+            Tick::Withheld(vec!["work loop 0".to_string()])
+        );
+        assert_eq!(dog.tick(&beats, &pings), Tick::StillWithheld);
+        assert_eq!(*pings.0.lock().unwrap(), 1, "no ping while a loop is stuck");
+        work.arm(Duration::from_secs(60));
+        hb.arm(Duration::from_secs(60));
+        assert_eq!(dog.tick(&beats, &pings), Tick::Resumed);
+        assert_eq!(*pings.0.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn pings_come_at_half_the_watchdog_interval() {
+        let beats = Beats::default();
+        let pings = Count::default();
+        let mut dog = Watchdog::new(Duration::from_secs(3600));
+        assert_eq!(dog.tick(&beats, &pings), Tick::Pinged);
+        assert_eq!(dog.tick(&beats, &pings), Tick::NotDue);
+    }
 
     #[test]
     fn beat_goes_overdue_and_recovers() {

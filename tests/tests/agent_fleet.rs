@@ -292,3 +292,30 @@ fn sigterm_notifies_systemd_unregisters_and_exits_zero() {
         "unregistered: {w:?}"
     );
 }
+
+#[test]
+fn without_ollama_native_tasks_run_and_llm_tasks_wait_with_a_reason() {
+    let dir = scratch("agent-no-ollama");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orch = start_orchestrator(&dir, port, &dir.join("pifleet.db"), &[]);
+    let nothing = format!("http://127.0.0.1:{}", free_port());
+    let _agent = start_agent(&dir, "pi-bare", &base, &nothing, &[]);
+    let w = wait_for("pi-bare registered", LIMIT, || worker(&base, "pi-bare"));
+    assert_eq!(w["capabilities"]["models"], json!([]), "{w}");
+
+    let chat = submit(&base, &chat_task());
+    let cross = submit(
+        &base,
+        &json!({"type": "evolution_crossover", "data": {"genome1": {"a": 1}, "genome2": {"a": 2}}}),
+    );
+    let r = wait_task(&base, &cross, &["completed", "failed"], LIMIT);
+    assert_eq!(r["status"], "completed", "{r}");
+    let r = get(&base, &format!("/api/tasks/status/{chat}")).unwrap();
+    assert_eq!(r["status"], "pending", "{r}");
+    let reason = r["pending_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(MODEL),
+        "a visible reason naming the model: {r}"
+    );
+}
