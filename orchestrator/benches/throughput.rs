@@ -36,6 +36,9 @@ struct Args {
     nodes: usize,
     seconds: f64,
     latency_tasks: usize,
+    /// Tasks for a model no node has, queued before the run: shows that a poll's cost
+    /// does not grow with the queue.
+    backlog: usize,
     durability: Durability,
 }
 
@@ -47,6 +50,7 @@ fn args() -> Args {
         nodes: 1_000,
         seconds: 5.0,
         latency_tasks: 3_000,
+        backlog: 0,
         durability: Durability::Normal,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -63,6 +67,7 @@ fn args() -> Args {
             "--submitters" => a.submitters = num(),
             "--nodes" => a.nodes = num(),
             "--latency-tasks" => a.latency_tasks = num(),
+            "--backlog" => a.backlog = num(),
             "--seconds" => a.seconds = val.parse().unwrap_or(5.0),
             "--durability" => {
                 a.durability = match val.as_str() {
@@ -212,6 +217,16 @@ async fn register(addr: SocketAddr, prefix: &str, count: usize) {
 }
 
 async fn submit_all(addr: SocketAddr, submitters: usize, total: usize, epoch: Instant) {
+    submit_model(addr, submitters, total, epoch, "bench:1b").await
+}
+
+async fn submit_model(
+    addr: SocketAddr,
+    submitters: usize,
+    total: usize,
+    epoch: Instant,
+    model: &'static str,
+) {
     let per = total.div_ceil(submitters);
     let mut handles = Vec::new();
     for k in 0..submitters {
@@ -220,7 +235,7 @@ async fn submit_all(addr: SocketAddr, submitters: usize, total: usize, epoch: In
             let mut c = Conn::open(addr).await;
             for _ in 0..n {
                 let body = format!(
-                    r#"{{"type":"agent_action","priority":5,"data":{{"model":"bench:1b","messages":[{{"role":"user","content":"hi"}}],"t0":{}}}}}"#,
+                    r#"{{"type":"agent_action","priority":5,"data":{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"t0":{}}}}}"#,
                     micros_since(epoch)
                 );
                 let (s, b) = c.call("POST", "/api/tasks/submit", Some(body)).await;
@@ -277,6 +292,11 @@ fn main() {
     );
     client_rt.block_on(async {
         let epoch = Instant::now();
+
+        if a.backlog > 0 {
+            submit_model(addr, a.submitters, a.backlog, epoch, "nobody-has:70b").await;
+            println!("backlog: {} pending tasks no node can run", a.backlog);
+        }
 
         // 1. End to end: submitters and long-polling workers run at once.
         register(addr, "w", a.workers).await;

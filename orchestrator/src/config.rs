@@ -78,6 +78,10 @@ pub struct RawConfig {
     pub history_len: Option<usize>,
     pub tick_s: Option<f64>,
     pub node_flush_s: Option<f64>,
+    /// Completed and failed tasks older than this are forgotten.
+    pub task_retention_s: Option<f64>,
+    /// Dead nodes silent for longer than this are removed from the lists.
+    pub dead_node_retention_s: Option<f64>,
     /// `text` or `json`.
     pub log_format: Option<String>,
 }
@@ -115,6 +119,8 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("history_len", Kind::Int),
     ("tick_s", Kind::Float),
     ("node_flush_s", Kind::Float),
+    ("task_retention_s", Kind::Float),
+    ("dead_node_retention_s", Kind::Float),
     ("log_format", Kind::Str),
 ];
 
@@ -196,6 +202,8 @@ impl RawConfig {
             history_len,
             tick_s,
             node_flush_s,
+            task_retention_s,
+            dead_node_retention_s,
             log_format
         )
     }
@@ -432,6 +440,16 @@ impl Config {
             aging_s: non_negative("aging_s", raw.aging_s, d.aging_s)?,
             history_len: raw.history_len.unwrap_or(d.history_len),
             node_flush_s: non_negative("node_flush_s", raw.node_flush_s, d.node_flush_s)?,
+            task_retention_s: positive(
+                "task_retention_s",
+                raw.task_retention_s,
+                d.task_retention_s,
+            )?,
+            dead_node_retention_s: positive(
+                "dead_node_retention_s",
+                raw.dead_node_retention_s,
+                d.dead_node_retention_s,
+            )?,
         };
         if limits.history_len > 100_000 {
             return Err(invalid("history_len", "must be at most 100000"));

@@ -47,6 +47,10 @@ pub struct Limits {
     pub history_len: usize,
     /// How often heartbeat-only changes (metrics, last seen) are written to the store.
     pub node_flush_s: f64,
+    /// Settled tasks older than this are forgotten (memory and store).
+    pub task_retention_s: f64,
+    /// Dead nodes silent for longer than this disappear from the lists.
+    pub dead_node_retention_s: f64,
 }
 
 impl Default for Limits {
@@ -63,6 +67,8 @@ impl Default for Limits {
             aging_s: 60.0,
             history_len: 120,
             node_flush_s: 5.0,
+            task_retention_s: 7.0 * 86400.0,
+            dead_node_retention_s: 86400.0,
         }
     }
 }
@@ -310,6 +316,9 @@ struct Inner {
     next_seq: u64,
     next_waiter: u64,
     last_flush: f64,
+    last_prune: f64,
+    /// Settled tasks already forgotten, so the totals stay cumulative.
+    pruned: [u64; 2],
 }
 
 fn state_index(s: TaskState) -> usize {
@@ -372,6 +381,7 @@ impl Fleet {
         let now = clock.now();
         let mut inner = Inner {
             last_flush: now,
+            last_prune: now,
             ..Default::default()
         };
         for w in snapshot.workers {
@@ -454,11 +464,17 @@ impl Fleet {
             }
             inner.tasks.insert(id, task);
         }
-        inner.retried = snapshot
-            .counters
-            .iter()
-            .find(|(k, _)| k == "retried")
-            .map_or(0, |(_, v)| *v);
+        let counter = |name: &str| {
+            snapshot
+                .counters
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        inner.retried = counter("retried");
+        inner.pruned = [counter("pruned_completed"), counter("pruned_failed")];
+        inner.counts[2] += inner.pruned[0];
+        inner.counts[3] += inner.pruned[1];
         let (changes, _) = watch::channel(0);
         let fleet = Fleet {
             shared: Arc::new(Shared {
@@ -990,7 +1006,7 @@ impl Fleet {
         StatsResponse {
             workers,
             tasks: TaskCounts {
-                total: inner.tasks.len() as u64,
+                total: inner.tasks.len() as u64 + inner.pruned[0] + inner.pruned[1],
                 pending: c[0],
                 assigned: c[1],
                 completed: c[2],
@@ -1138,6 +1154,12 @@ impl Fleet {
             }
         }
 
+        // Once a minute is plenty: retention is counted in hours or days.
+        if now - inner.last_prune >= 60.0 {
+            inner.last_prune = now;
+            changed |= inner.prune(l, now, &mut muts);
+        }
+
         inner.dispatch(sh, now);
         drop(inner);
         sh.store.write_detached(muts);
@@ -1155,6 +1177,8 @@ impl Fleet {
     /// shutdown does not hang on long polls.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
+        // Wakes the status page's event streams so they end and let the server stop.
+        self.changed();
         let mut inner = self.lock();
         for n in inner.nodes.values_mut() {
             n.waiters.clear();
@@ -1361,6 +1385,45 @@ impl Inner {
         }
     }
 
+    /// Forgets settled tasks and dead nodes past their retention. Totals stay cumulative.
+    fn prune(&mut self, l: &Limits, now: f64, muts: &mut Vec<Mutation>) -> bool {
+        let task_cutoff = now - l.task_retention_s;
+        let old: Vec<(TaskId, TaskState)> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                matches!(t.state, TaskState::Completed | TaskState::Failed)
+                    && t.updated_at < task_cutoff
+            })
+            .map(|t| (t.id.clone(), t.state))
+            .collect();
+        for (id, state) in &old {
+            self.tasks.remove(id);
+            muts.push(Mutation::DeleteTask(id.to_string()));
+            self.pruned[usize::from(*state == TaskState::Failed)] += 1;
+        }
+        if !old.is_empty() {
+            muts.push(Mutation::Counter("pruned_completed".into(), self.pruned[0]));
+            muts.push(Mutation::Counter("pruned_failed".into(), self.pruned[1]));
+            tracing::info!(
+                tasks = old.len(),
+                "forgot settled tasks past their retention"
+            );
+        }
+        let node_cutoff = now - l.dead_node_retention_s;
+        let gone: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.dead && n.last_seen < node_cutoff)
+            .map(|n| n.id.clone())
+            .collect();
+        for id in &gone {
+            self.nodes.remove(id);
+            muts.push(Mutation::DeleteWorker(id.clone()));
+        }
+        !old.is_empty() || !gone.is_empty()
+    }
+
     /// Places lane heads on the best waiting nodes until no waiting node can take any.
     fn dispatch(&mut self, sh: &Shared, now: f64) {
         if self.waiting.is_empty() || self.queue.lanes.is_empty() {
@@ -1538,6 +1601,11 @@ impl Fleet {
                 failed_at: t.updated_at,
             })
             .collect()
+    }
+
+    /// True once shutdown has begun: long-lived responses (event streams) should end.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Relaxed)
     }
 
     /// The scheduling-latency and task-duration histograms `/metrics` exports.

@@ -891,3 +891,30 @@ async fn a_poll_that_hangs_up_gives_its_task_back() {
     h.register("steady", json!({})).await;
     assert_eq!(h.poll("steady").await["task_id"], id);
 }
+
+#[tokio::test]
+async fn settled_tasks_and_dead_nodes_are_forgotten_after_their_retention() {
+    let h = Harness::with(|c| {
+        c.task_retention_s = Some(3600.0);
+        c.dead_node_retention_s = Some(7200.0);
+    });
+    h.register("w", json!({})).await;
+    let id = h.submit(json!({"type": "t"})).await;
+    h.poll("w").await;
+    h.result(&id, "w", json!({"success": true})).await;
+    h.advance(3700.0);
+    let (s, _) = h
+        .call("GET", &format!("/api/tasks/status/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, stats) = h.call("GET", "/api/stats", None).await;
+    assert_eq!(
+        stats["tasks"]["completed"], 1,
+        "totals stay cumulative: {stats}"
+    );
+    assert_eq!(stats["tasks"]["total"], 1);
+    assert_eq!(stats["workers"]["dead"], 1);
+    h.advance(7300.0);
+    let (_, list) = h.call("GET", "/api/workers/list", None).await;
+    assert_eq!(list["total"], 0);
+}

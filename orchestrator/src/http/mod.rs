@@ -41,16 +41,23 @@ pub struct AppState {
 
 /// The whole API as one router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    let worker = workers::router().merge(tasks::worker_router()).route_layer(
-        middleware::from_fn_with_state(state.clone(), require_worker_token),
-    );
-    let client = tasks::router()
+    let mut worker = workers::router().merge(tasks::worker_router());
+    // No layer at all without a token: it costs a boxed future per request.
+    if state.tokens.worker.is_some() {
+        worker = worker.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_worker_token,
+        ));
+    }
+    let mut client = tasks::router()
         .merge(workers::client_router())
-        .merge(crate::health::routes::client_router())
-        .route_layer(middleware::from_fn_with_state(
+        .merge(crate::health::routes::client_router());
+    if state.tokens.client.is_some() {
+        client = client.route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_client_token,
         ));
+    }
     Router::new()
         .route("/health", get(health))
         .merge(worker)

@@ -9,7 +9,7 @@ use pifleet_protocol::{
     UnregisterResponse, WorkersListResponse,
 };
 
-use super::extract::{typed, Id, JsonBody, OptionalJsonBody, QueryMap};
+use super::extract::{typed, Id, JsonBody, OptionalTyped, QueryMap};
 use super::AppState;
 use crate::error::AppError;
 use crate::state::committed;
@@ -70,12 +70,9 @@ async fn register(
 async fn heartbeat(
     State(s): State<AppState>,
     Id(id): Id,
-    OptionalJsonBody(body): OptionalJsonBody,
+    OptionalTyped(body): OptionalTyped<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, AppError> {
-    let hb: HeartbeatRequest = match body {
-        Some(v) => typed(v)?,
-        None => HeartbeatRequest::default(),
-    };
+    let hb = body.unwrap_or_default();
     Ok(Json(s.fleet.heartbeat(&id, hb)?))
 }
 

@@ -33,6 +33,8 @@ pub enum StoreError {
     Corrupt { id: String, detail: String },
     #[error("store thread is gone")]
     Gone,
+    #[error("start a store thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A task as stored.

@@ -1,7 +1,9 @@
 //! The default store: one SQLite file in WAL mode.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 use serde_json::Value;
@@ -63,6 +65,68 @@ const SCHEMA_VERSION: i64 = 1;
 
 pub struct SqliteStore {
     conn: Connection,
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL back into the database from its own connection, so the fsyncs of a
+/// checkpoint do not stall the thread that commits (and with it every acknowledgement).
+/// SQLite's own auto-checkpoint stays on, at a higher threshold, as a bound on the WAL.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    join: Option<thread::JoinHandle<()>>,
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Pages (4 KiB) the WAL may reach before a commit checkpoints by itself.
+const AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.execute_batch("PRAGMA busy_timeout=5000;")
+            .map_err(open_err)?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let join = thread::Builder::new()
+            .name("pifleet-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let (guard, _) = cv
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .unwrap_or_else(|p| p.into_inner());
+                    stopped = guard;
+                    if *stopped {
+                        break;
+                    }
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint failed");
+                    }
+                }
+            })
+            .map_err(StoreError::Thread)?;
+        Ok(Checkpointer {
+            stop,
+            join: Some(join),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -92,9 +156,19 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
-            .map_err(open_err)?;
-        Ok(SqliteStore { conn })
+        conn.execute_batch(&format!(
+            "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
+        ))
+        .map_err(open_err)?;
+        let checkpointer = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            Some(Checkpointer::start(path)?)
+        };
+        Ok(SqliteStore {
+            conn,
+            _checkpointer: checkpointer,
+        })
     }
 }
 
@@ -367,5 +441,101 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(id: &str, state: &str) -> TaskRow {
+        TaskRow {
+            id: id.into(),
+            task_type: "agent_action".into(),
+            data: Arc::new(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
+            priority: 7,
+            state: state.into(),
+            assigned_to: None,
+            attempt: 0,
+            failures: 0,
+            max_attempts: 3,
+            timeout_s: 600.0,
+            result: None,
+            error: None,
+            created_at: 1.5,
+            updated_at: 1.5,
+            assigned_at: None,
+            not_before: None,
+            seq: 1,
+            settled_by: None,
+            settled_attempt: None,
+        }
+    }
+
+    #[test]
+    fn what_is_applied_is_loaded_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut a = task("a", "pending");
+        let mut b = task("b", "pending");
+        b.seq = 2;
+        let worker = WorkerRow {
+            id: "pi".into(),
+            worker_type: "pi".into(),
+            capabilities: json!({"models": ["m"]}),
+            registered_at: 1.0,
+            last_seen: 2.0,
+            draining: true,
+            dead: false,
+            tasks_completed: 0,
+            tasks_failed: 0,
+            metrics: Some(json!({"temperature_c": 50.0})),
+        };
+        {
+            let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+            s.apply(&[
+                Mutation::PutTask(a.clone()),
+                Mutation::PutTask(b.clone()),
+                Mutation::PutWorker(worker.clone()),
+                Mutation::Counter("retried".into(), 4),
+            ])
+            .unwrap();
+            a.state = "completed".into();
+            a.attempt = 1;
+            a.assigned_to = Some("pi".into());
+            a.result = Some(Arc::new(json!({"success": true})));
+            a.settled_by = Some("pi".into());
+            a.settled_attempt = Some(1);
+            s.apply(&[
+                Mutation::UpdateTask(a.clone()),
+                Mutation::WorkerCounts {
+                    id: "pi".into(),
+                    completed: 1,
+                    failed: 0,
+                },
+                Mutation::DeleteTask("b".into()),
+            ])
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path, Durability::Full).unwrap();
+        let snap = s.load().unwrap();
+        assert_eq!(snap.tasks, vec![a]);
+        assert_eq!(snap.workers[0].tasks_completed, 1);
+        assert!(snap.workers[0].draining);
+        assert_eq!(snap.workers[0].metrics, worker.metrics);
+        assert_eq!(snap.counters, vec![("retried".to_string(), 4)]);
+    }
+
+    #[test]
+    fn a_failed_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db"), Durability::Normal).unwrap();
+        let err = s.apply(&[
+            Mutation::PutTask(task("a", "pending")),
+            Mutation::UpdateTask(task("never-stored", "assigned")),
+        ]);
+        assert!(err.is_err());
+        assert!(s.load().unwrap().tasks.is_empty());
     }
 }
