@@ -1168,6 +1168,80 @@ impl Fleet {
         }
     }
 
+    /// Checks the bookkeeping that must always agree (counts, queue, holders). For tests:
+    /// it walks everything under the lock.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let inner = self.lock();
+        let mut by_state = [0u64; 4];
+        for t in inner.tasks.values() {
+            by_state[state_index(t.state)] += 1;
+        }
+        by_state[2] += inner.pruned[0];
+        by_state[3] += inner.pruned[1];
+        if by_state != inner.counts {
+            return Err(format!(
+                "counts {:?} != tasks by state {by_state:?}",
+                inner.counts
+            ));
+        }
+        let mut queued = HashSet::new();
+        for lane in inner.queue.lanes.values() {
+            for id in lane.values() {
+                if !queued.insert(id.clone()) {
+                    return Err(format!("task {id} queued twice"));
+                }
+            }
+        }
+        for id in inner.queue.delayed.values() {
+            if !queued.insert(id.clone()) {
+                return Err(format!("task {id} both ready and delayed"));
+            }
+        }
+        for id in &queued {
+            match inner.tasks.get(id) {
+                Some(t) if t.state == TaskState::Pending => {}
+                Some(t) => return Err(format!("queued task {id} is {:?}", t.state)),
+                None => return Err(format!("queued task {id} does not exist")),
+            }
+        }
+        if queued.len() as u64 != inner.counts[0] {
+            return Err(format!(
+                "{} queued but {} pending",
+                queued.len(),
+                inner.counts[0]
+            ));
+        }
+        let mut held = 0u64;
+        for n in inner.nodes.values() {
+            for id in &n.current {
+                held += 1;
+                let t = inner
+                    .tasks
+                    .get(id)
+                    .ok_or_else(|| format!("{} holds missing {id}", n.id))?;
+                if t.state != TaskState::Assigned || t.assigned_to.as_deref() != Some(n.id.as_str())
+                {
+                    return Err(format!(
+                        "{} holds {id} which is {:?} on {:?}",
+                        n.id, t.state, t.assigned_to
+                    ));
+                }
+            }
+            if n.dead && !n.current.is_empty() {
+                return Err(format!("dead node {} still holds tasks", n.id));
+            }
+        }
+        if held != inner.counts[1] {
+            return Err(format!("{held} held but {} assigned", inner.counts[1]));
+        }
+        for id in &inner.waiting {
+            if inner.nodes.get(id).map_or(true, |n| n.waiters.is_empty()) {
+                return Err(format!("{id} marked waiting without a waiter"));
+            }
+        }
+        Ok(())
+    }
+
     /// A receiver that answers once everything queued so far is committed.
     pub fn store_barrier(&self) -> oneshot::Receiver<CommitResult> {
         self.shared.store.write(Vec::new())
