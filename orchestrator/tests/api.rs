@@ -945,9 +945,55 @@ async fn random_traffic_keeps_the_books_straight() {
     }
     let mut held: Vec<(String, String, u64)> = Vec::new();
     let mut tasks = Vec::new();
+    let mut polls: Vec<(String, tokio::task::JoinHandle<Value>)> = Vec::new();
+    let mut long_polled = 0;
     for step in 0..3000 {
         let w = workers[next(4) as usize];
-        match next(12) {
+        // Collect long polls that ended.
+        let mut i = 0;
+        while i < polls.len() {
+            if polls[i].1.is_finished() {
+                let (who, handle) = polls.swap_remove(i);
+                if let Ok(t) = handle.await {
+                    if !t.is_null() {
+                        long_polled += 1;
+                        held.push((
+                            t["task_id"].as_str().unwrap().into(),
+                            who,
+                            t["attempt"].as_u64().unwrap(),
+                        ));
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        match next(14) {
+            12 if polls.len() < 6 => {
+                let app = h.app.clone();
+                let path = format!("/api/workers/{w}/tasks?wait=0.0{}", 1 + next(5));
+                let handle = tokio::spawn(async move {
+                    let req = axum::http::Request::builder()
+                        .uri(path)
+                        .body(axum::body::Body::empty())
+                        .unwrap();
+                    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+                    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let v: Value = serde_json::from_slice(&bytes).unwrap();
+                    v["task"].clone()
+                });
+                polls.push((w.to_string(), handle));
+                tokio::task::yield_now().await;
+            }
+            13 if !polls.is_empty() && next(4) == 0 => {
+                // A worker that hangs up mid-poll.
+                let (_, handle) = polls.swap_remove(next(polls.len() as u64) as usize);
+                handle.abort();
+                let _ = handle.await;
+            }
             0 | 1 => {
                 let model = models[next(2) as usize];
                 let id = h
@@ -1018,6 +1064,16 @@ async fn random_traffic_keeps_the_books_straight() {
             panic!("step {step}: {e}");
         }
     }
+    assert!(long_polled > 10, "long polls got only {long_polled} tasks");
+    for (who, handle) in polls {
+        if let Ok(t) = handle.await {
+            if !t.is_null() {
+                let id = t["task_id"].as_str().unwrap();
+                h.result(id, &who, json!({"success": true})).await;
+            }
+        }
+    }
+    h.fleet.check_invariants().unwrap();
     // Let everything settle: cool, undrained, registered workers keep polling and succeeding.
     for w in workers {
         h.register(w, json!({"models": models, "slots": 2})).await;
