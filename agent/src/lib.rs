@@ -115,9 +115,10 @@ impl Flap {
     }
 }
 
+/// What the last registration sent. Its mutex also keeps two threads from registering at
+/// once; nothing on a hot path takes it.
 struct Registration {
     models: Option<Vec<String>>,
-    max_wait: Option<Duration>,
 }
 
 struct Shared {
@@ -132,6 +133,10 @@ struct Shared {
     beats: Beats,
     facts: HostFacts,
     registration: Mutex<Registration>,
+    /// The orchestrator's longest honoured `?wait=` and expected heartbeat period, in ms
+    /// (0: it did not say). Atomics, so a poll never waits behind a registration.
+    max_wait_ms: AtomicU64,
+    expected_heartbeat_ms: AtomicU64,
     registered: AtomicBool,
     draining: AtomicBool,
     running: Mutex<Vec<String>>,
@@ -176,7 +181,12 @@ impl Shared {
         };
         let resp = self.client.register(&req)?;
         reg.models = models.as_deref().map(Self::model_names);
-        reg.max_wait = resp.max_wait_s.map(Duration::from_secs);
+        self.max_wait_ms
+            .store(resp.max_wait_s.unwrap_or(0) * 1000, Ordering::Relaxed);
+        self.expected_heartbeat_ms.store(
+            resp.heartbeat_interval_s.unwrap_or(0) * 1000,
+            Ordering::Relaxed,
+        );
         self.registered.store(true, Ordering::SeqCst);
         log::info!(
             "registered as {} with {} (agent {}, models: {})",
@@ -227,10 +237,18 @@ impl Shared {
     }
 
     fn poll_wait(&self) -> Duration {
-        let max = lock(&self.registration).max_wait;
-        match max {
-            Some(m) if !m.is_zero() => self.cfg.poll_wait.min(m),
-            _ => self.cfg.poll_wait,
+        match self.max_wait_ms.load(Ordering::Relaxed) {
+            0 => self.cfg.poll_wait,
+            ms => self.cfg.poll_wait.min(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Our interval, unless the orchestrator expects beats more often: beating slower than
+    /// it expects would get a healthy node declared dead.
+    fn heartbeat_interval(&self) -> Duration {
+        match self.expected_heartbeat_ms.load(Ordering::Relaxed) {
+            0 => self.cfg.heartbeat_interval,
+            ms => self.cfg.heartbeat_interval.min(Duration::from_millis(ms)),
         }
     }
 }
@@ -278,10 +296,9 @@ pub fn run(cfg: Config, notifier: Arc<dyn Notifier>, stop: Stop) -> Result<(), E
         led: Status::default(),
         beats: Beats::default(),
         facts,
-        registration: Mutex::new(Registration {
-            models: None,
-            max_wait: None,
-        }),
+        registration: Mutex::new(Registration { models: None }),
+        max_wait_ms: AtomicU64::new(0),
+        expected_heartbeat_ms: AtomicU64::new(0),
         registered: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         running: Mutex::new(Vec::new()),
@@ -343,10 +360,18 @@ fn boot(s: Arc<Shared>, beat: Arc<Beat>, probe: SysProbe) {
 }
 
 fn heartbeat_loop(s: Arc<Shared>, beat: Arc<Beat>, mut probe: SysProbe) {
-    let interval = s.cfg.heartbeat_interval;
     let mut orch = Flap::default();
     let mut ollama_flap = Flap::default();
+    let mut said_interval = false;
     loop {
+        let interval = s.heartbeat_interval();
+        if interval < s.cfg.heartbeat_interval && !said_interval {
+            log::info!(
+                "the orchestrator expects a heartbeat every {interval:?}: beating at that pace, not every {:?}",
+                s.cfg.heartbeat_interval
+            );
+            said_interval = true;
+        }
         beat.arm(interval * 2 + CALL * 3 + SLACK);
         let mut m = probe.metrics();
         let models = match s.ollama.tags() {

@@ -1355,6 +1355,8 @@ impl Fleet {
     /// shutdown does not hang on long polls.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
+        // Wakes the status page's event streams so they end and let the server stop.
+        self.changed();
         let mut inner = self.lock();
         for n in inner.nodes.values_mut() {
             n.waiters.clear();
@@ -1794,6 +1796,11 @@ impl Fleet {
                 failed_at: t.updated_at,
             })
             .collect()
+    }
+
+    /// True once shutdown has begun: long-lived responses (event streams) should end.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Relaxed)
     }
 
     /// The scheduling-latency and task-duration histograms `/metrics` exports.

@@ -139,6 +139,23 @@ impl Orch {
     }
 }
 
+impl Orch {
+    /// SIGTERM, then the exit code (None if it did not exit within `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Orch {
     fn drop(&mut self) {
         let _ = self.child.kill();

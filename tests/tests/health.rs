@@ -307,6 +307,29 @@ fn event_stream_pushes_node_changes() {
 }
 
 #[test]
+fn open_status_page_does_not_hold_up_shutdown() {
+    let mut orch = Orch::start(&[]);
+    node_up(&orch, "pi-a", 50.0);
+    let resp = ureq::get(format!("{}/api/events", orch.base))
+        .call()
+        .expect("event stream");
+    let mut reader = BufReader::new(resp.into_body().into_reader());
+    read_event_until(
+        &mut reader,
+        Instant::now() + Duration::from_secs(20),
+        |_| true,
+    );
+    assert_eq!(
+        orch.terminate(Duration::from_secs(20)),
+        Some(0),
+        "SIGTERM with a browser connected must still stop the orchestrator cleanly"
+    );
+    // The stream ended rather than being cut: reading reaches the end.
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+}
+
+#[test]
 fn page_and_metrics_need_the_client_token_when_configured() {
     let orch = Orch::start(&[
         ("PIFLEET_CLIENT_TOKEN", "client-secret-0123456789"),

@@ -143,10 +143,12 @@ impl Shown {
 }
 
 /// Builds the stream. `snapshot` reads the fleet; `changes` ticks on every change of the
-/// orchestrator's state.
-pub fn stream<S, SF, T>(
+/// orchestrator's state; the stream ends when `stopping` says so (checked on every tick),
+/// so an open status page never holds up a graceful shutdown.
+pub fn stream<S, SF, T, D>(
     snapshot: S,
     changes: watch::Receiver<T>,
+    stopping: D,
     min_gap: Duration,
     refresh: Duration,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
@@ -154,9 +156,11 @@ where
     S: FnMut() -> SF + Send + 'static,
     SF: Future<Output = FleetSnapshot> + Send,
     T: Send + Sync + 'static,
+    D: Fn() -> bool + Send + 'static,
 {
-    struct St<S, T> {
+    struct St<S, T, D> {
         snapshot: S,
+        stopping: D,
         changes: watch::Receiver<T>,
         shown: Shown,
         last: Option<Instant>,
@@ -164,6 +168,7 @@ where
     }
     let init = St {
         snapshot,
+        stopping,
         changes,
         shown: Shown::default(),
         last: None,
@@ -179,6 +184,9 @@ where
                         open = st.changes.changed() => st.closed = open.is_err(),
                         _ = tokio::time::sleep(refresh) => {}
                     }
+                }
+                if (st.stopping)() {
+                    return None;
                 }
                 // Coalesce bursts: changes during this pause are in the next snapshot.
                 tokio::time::sleep_until(last + min_gap).await;

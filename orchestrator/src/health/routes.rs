@@ -152,6 +152,10 @@ async fn event_stream(State(s): State<AppState>) -> Response {
             async move { snapshot(&fleet) }
         },
         s.fleet.subscribe(),
+        {
+            let fleet = s.fleet.clone();
+            move || fleet.is_shutting_down()
+        },
         EVENTS_MIN_GAP,
         EVENTS_REFRESH,
     );
