@@ -83,10 +83,7 @@ pub enum Refusal {
 
 /// Ollama treats `llama3` and `llama3:latest` as one model.
 pub fn same_model(a: &str, b: &str) -> bool {
-    fn base(m: &str) -> &str {
-        m.strip_suffix(":latest").unwrap_or(m)
-    }
-    base(a) == base(b)
+    canonical_model(a) == canonical_model(b)
 }
 
 impl NodeFacts<'_> {
@@ -197,16 +194,11 @@ impl NodeFacts<'_> {
         self.running < self.slots()
     }
 
-    /// Ordering key among eligible nodes; the smallest wins. Warm nodes come last, then
-    /// nodes with the model already loaded (a cold load on a Pi costs far more than the
-    /// generation), then the least busy, coolest, least loaded and freest.
-    pub fn placement_key(
-        &self,
-        req: &Requirements,
-        t: &Thermal,
-        waiting_since: u64,
-    ) -> PlacementKey {
-        let loaded = req.model.as_deref().is_some_and(|m| self.model_loaded(m));
+    /// Ordering key among eligible nodes, before model affinity; the smallest wins. Warm
+    /// nodes come last; then the least busy, coolest, least loaded and freest. The
+    /// scheduler ranks nodes with the task's model loaded ahead of the others within the
+    /// warm and the cool group (a cold load on a Pi costs far more than the generation).
+    pub fn base_key(&self, t: &Thermal) -> BaseKey {
         // Unknown temperature counts as a middling 50 °C: no reason to prefer or avoid it.
         let temp = self.temperature().unwrap_or(50.0);
         let cores = self.caps.cores.unwrap_or(1).max(1) as f32;
@@ -217,18 +209,34 @@ impl NodeFacts<'_> {
             .unwrap_or(0.0);
         (
             self.is_warm(t),
-            !loaded,
             (self.running * 1000 / self.slots()) as u32,
             // Coarse buckets: a degree or two is noise, ten is a real difference.
             (temp / 5.0).floor() as i32,
             (load * 4.0).floor() as i32,
             Reverse(self.memory_available().unwrap_or(0)),
-            waiting_since,
         )
+    }
+
+    /// Models loaded in memory now, by their canonical name.
+    pub fn loaded_models(&self) -> Vec<String> {
+        self.metrics
+            .and_then(|m| m.models_loaded.as_ref())
+            .map(|l| {
+                l.iter()
+                    .map(|m| canonical_model(&m.name).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
-pub type PlacementKey = (bool, bool, u32, i32, i32, Reverse<u64>, u64);
+/// `(warm, busy per mille, temperature bucket, load bucket, free memory)`.
+pub type BaseKey = (bool, u32, i32, i32, Reverse<u64>);
+
+/// The name Ollama resolves a tag to: `llama3` and `llama3:latest` are one model.
+pub fn canonical_model(m: &str) -> &str {
+    m.strip_suffix(":latest").unwrap_or(m)
+}
 
 /// Explains why a pending task is not running, given why each live node refused it.
 pub fn pending_reason(req: &Requirements, refusals: &[Refusal], t: &Thermal) -> String {
@@ -348,10 +356,7 @@ mod tests {
             temperature_c: Some(45.0),
             ..Default::default()
         };
-        assert!(
-            facts(&c, Some(&cool)).placement_key(&req, &t, 9)
-                < facts(&c, Some(&warm)).placement_key(&req, &t, 1)
-        );
+        assert!(facts(&c, Some(&cool)).base_key(&t) < facts(&c, Some(&warm)).base_key(&t));
     }
 
     #[test]

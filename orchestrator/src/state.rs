@@ -7,7 +7,7 @@
 //! a worker starts waiting, the best waiting node for each lane head gets it. A hot node
 //! that polls first therefore does not beat a cool one already waiting.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,7 +24,9 @@ use crate::clock::Clock;
 use crate::error::AppError;
 use crate::health::metrics::Histograms;
 use crate::health::FailedTask;
-use crate::scheduler::{pending_reason, NodeFacts, PlacementKey, Refusal, Requirements, Thermal};
+use crate::scheduler::{
+    canonical_model, pending_reason, BaseKey, NodeFacts, Refusal, Requirements, Thermal,
+};
 use crate::store::{CommitResult, Mutation, Snapshot, StoreHandle, TaskRow, WorkerRow};
 
 pub type TaskId = Arc<str>;
@@ -205,6 +207,9 @@ struct Node {
     dead: bool,
     dirty: bool,
     waiters: VecDeque<Waiter>,
+    /// Where the node sits in the wait index, to find it again when it changes.
+    wait_entry: Option<(BaseKey, u64)>,
+    wait_models: Vec<String>,
 }
 
 impl Node {
@@ -300,6 +305,64 @@ impl Queue {
     }
 }
 
+type WaitEntry = (BaseKey, u64, String);
+
+/// The waiting nodes ordered by placement preference, and again per loaded model, so a
+/// scheduling pass usually looks at the first entries only instead of every waiting node.
+#[derive(Default)]
+struct WaitIndex {
+    all: BTreeSet<WaitEntry>,
+    /// Canonical model name -> waiting nodes that have it loaded.
+    loaded: HashMap<String, BTreeSet<WaitEntry>>,
+}
+
+impl WaitIndex {
+    fn remove(&mut self, node: &mut Node) {
+        let Some((key, seq)) = node.wait_entry.take() else {
+            return;
+        };
+        let entry = (key, seq, node.id.clone());
+        self.all.remove(&entry);
+        for m in node.wait_models.drain(..) {
+            if let Some(set) = self.loaded.get_mut(&m) {
+                set.remove(&entry);
+                if set.is_empty() {
+                    self.loaded.remove(&m);
+                }
+            }
+        }
+    }
+
+    /// Re-files a node after anything that changes its key or its waiters.
+    fn refresh(&mut self, node: &mut Node, thermal: &Thermal) {
+        self.remove(node);
+        node.waiters.retain(|w| !w.tx.is_closed());
+        let Some(seq) = node.waiters.front().map(|w| w.seq) else {
+            return;
+        };
+        let facts = node.facts();
+        if node.dead || !facts.has_free_slot() {
+            return;
+        }
+        let key = facts.base_key(thermal);
+        let models = facts.loaded_models();
+        let entry = (key, seq, node.id.clone());
+        for m in &models {
+            self.loaded
+                .entry(m.clone())
+                .or_default()
+                .insert(entry.clone());
+        }
+        self.all.insert(entry);
+        node.wait_entry = Some((key, seq));
+        node.wait_models = models;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
 fn micros(t: f64) -> i64 {
     (t * 1e6) as i64
 }
@@ -309,8 +372,8 @@ struct Inner {
     tasks: HashMap<TaskId, Task>,
     nodes: BTreeMap<String, Node>,
     queue: Queue,
-    /// Nodes with at least one waiter.
-    waiting: HashSet<String>,
+    /// Nodes that wait for work and have a free slot, in placement order.
+    waiting: WaitIndex,
     counts: [u64; 4],
     retried: u64,
     next_seq: u64,
@@ -428,6 +491,8 @@ impl Fleet {
                     dead: w.dead,
                     dirty: false,
                     waiters: VecDeque::new(),
+                    wait_entry: None,
+                    wait_models: Vec::new(),
                 },
             );
         }
@@ -591,6 +656,8 @@ impl Fleet {
                 dead: false,
                 dirty: false,
                 waiters: VecDeque::new(),
+                wait_entry: None,
+                wait_models: Vec::new(),
             });
         if node.dead {
             node.registered_at = now;
@@ -604,6 +671,7 @@ impl Fleet {
             .shared
             .store
             .write(vec![Mutation::PutWorker(node.row())]);
+        inner.refile(&req.worker_id, &self.shared.limits.thermal);
         tracing::info!(worker = %req.worker_id, "worker registered");
         // New capabilities may unblock waiting tasks for other waiting nodes too.
         inner.dispatch(&self.shared, now);
@@ -651,6 +719,7 @@ impl Fleet {
         let draining = node.draining;
         // A node that cooled down or loaded a model may now take a task it could not.
         if health_changed && !node.waiters.is_empty() {
+            inner.refile(id, &self.shared.limits.thermal);
             inner.dispatch(&self.shared, now);
         }
         drop(inner);
@@ -675,8 +744,9 @@ impl Fleet {
         for t in &held {
             inner.revoke(t, Revoke::Unregistered, &self.shared, now, &mut muts);
         }
-        inner.nodes.remove(id);
-        inner.waiting.remove(id);
+        if let Some(mut node) = inner.nodes.remove(id) {
+            inner.waiting.remove(&mut node);
+        }
         muts.push(Mutation::DeleteWorker(id.to_string()));
         let commit = self.shared.store.write(muts);
         inner.dispatch(&self.shared, now);
@@ -718,7 +788,7 @@ impl Fleet {
             return Ok(ticket);
         }
         node.waiters.push_back(Waiter { seq, tx });
-        inner.waiting.insert(id.to_string());
+        inner.refile(id, &self.shared.limits.thermal);
         inner.dispatch(&self.shared, now);
         Ok(ticket)
     }
@@ -732,9 +802,7 @@ impl Fleet {
             if !node.dead {
                 node.last_seen = now;
             }
-            if node.waiters.is_empty() {
-                inner.waiting.remove(id);
-            }
+            inner.refile(id, &self.shared.limits.thermal);
         }
     }
 
@@ -897,6 +965,7 @@ impl Fleet {
                 node.last_seen = now;
                 muts.push(node.counts_mutation());
             }
+            inner.refile(w, &self.shared.limits.thermal);
         } else {
             if let Some(task) = inner.tasks.get_mut(&id) {
                 task.result = Some(result.clone());
@@ -1141,7 +1210,7 @@ impl Fleet {
                 }
                 None => continue,
             };
-            inner.waiting.remove(&id);
+            inner.refile(&id, &l.thermal);
             tracing::warn!(worker = %id, requeued = held.len(), "worker missed its heartbeats: declared dead");
             for t in &held {
                 inner.revoke(t, Revoke::NodeDead, sh, now, &mut muts);
@@ -1208,6 +1277,115 @@ impl Fleet {
         }
     }
 
+    /// Checks the bookkeeping that must always agree (counts, queue, holders). For tests:
+    /// it walks everything under the lock.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let inner = self.lock();
+        let mut by_state = [0u64; 4];
+        for t in inner.tasks.values() {
+            by_state[state_index(t.state)] += 1;
+        }
+        by_state[2] += inner.pruned[0];
+        by_state[3] += inner.pruned[1];
+        if by_state != inner.counts {
+            return Err(format!(
+                "counts {:?} != tasks by state {by_state:?}",
+                inner.counts
+            ));
+        }
+        let mut queued = HashSet::new();
+        for lane in inner.queue.lanes.values() {
+            for id in lane.values() {
+                if !queued.insert(id.clone()) {
+                    return Err(format!("task {id} queued twice"));
+                }
+            }
+        }
+        for id in inner.queue.delayed.values() {
+            if !queued.insert(id.clone()) {
+                return Err(format!("task {id} both ready and delayed"));
+            }
+        }
+        for id in &queued {
+            match inner.tasks.get(id) {
+                Some(t) if t.state == TaskState::Pending => {}
+                Some(t) => return Err(format!("queued task {id} is {:?}", t.state)),
+                None => return Err(format!("queued task {id} does not exist")),
+            }
+        }
+        if queued.len() as u64 != inner.counts[0] {
+            return Err(format!(
+                "{} queued but {} pending",
+                queued.len(),
+                inner.counts[0]
+            ));
+        }
+        let mut held = 0u64;
+        for n in inner.nodes.values() {
+            for id in &n.current {
+                held += 1;
+                let t = inner
+                    .tasks
+                    .get(id)
+                    .ok_or_else(|| format!("{} holds missing {id}", n.id))?;
+                if t.state != TaskState::Assigned || t.assigned_to.as_deref() != Some(n.id.as_str())
+                {
+                    return Err(format!(
+                        "{} holds {id} which is {:?} on {:?}",
+                        n.id, t.state, t.assigned_to
+                    ));
+                }
+            }
+            if n.dead && !n.current.is_empty() {
+                return Err(format!("dead node {} still holds tasks", n.id));
+            }
+        }
+        if held != inner.counts[1] {
+            return Err(format!("{held} held but {} assigned", inner.counts[1]));
+        }
+        let thermal = &self.shared.limits.thermal;
+        let mut filed = 0;
+        for n in inner.nodes.values() {
+            let f = n.facts();
+            let should = !n.dead && !n.waiters.is_empty() && f.has_free_slot();
+            match (&n.wait_entry, should) {
+                (None, false) => {}
+                (Some((key, seq)), true) => {
+                    filed += 1;
+                    if *key != f.base_key(thermal) {
+                        return Err(format!("{} is filed under a stale key", n.id));
+                    }
+                    if Some(*seq) != n.waiters.front().map(|w| w.seq) {
+                        return Err(format!("{} is filed under a stale waiter", n.id));
+                    }
+                    if !inner.waiting.all.contains(&(*key, *seq, n.id.clone())) {
+                        return Err(format!("{} is missing from the wait index", n.id));
+                    }
+                    for m in f.loaded_models() {
+                        let found = inner
+                            .waiting
+                            .loaded
+                            .get(&m)
+                            .is_some_and(|set| set.contains(&(*key, *seq, n.id.clone())));
+                        if !found {
+                            return Err(format!("{} is missing from the {m} index", n.id));
+                        }
+                    }
+                }
+                (Some(_), false) => return Err(format!("{} is filed but cannot wait", n.id)),
+                (None, true) => return Err(format!("{} waits but is not filed", n.id)),
+            }
+        }
+        if filed != inner.waiting.all.len() {
+            return Err(format!(
+                "{} filed, {} in the index",
+                filed,
+                inner.waiting.all.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A receiver that answers once everything queued so far is committed.
     pub fn store_barrier(&self) -> oneshot::Receiver<CommitResult> {
         self.shared.store.write(Vec::new())
@@ -1222,8 +1400,10 @@ impl Fleet {
         let mut inner = self.lock();
         for n in inner.nodes.values_mut() {
             n.waiters.clear();
+            n.wait_entry = None;
+            n.wait_models.clear();
         }
-        inner.waiting.clear();
+        inner.waiting = WaitIndex::default();
         // Heartbeat-only changes would otherwise be lost until the next flush.
         let muts: Vec<Mutation> = inner
             .nodes
@@ -1424,6 +1604,13 @@ impl Inner {
                 node.failed += 1;
                 muts.push(node.counts_mutation());
             }
+            self.waiting.refresh(node, &l.thermal);
+        }
+    }
+
+    fn refile(&mut self, id: &str, thermal: &Thermal) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            self.waiting.refresh(node, thermal);
         }
     }
 
@@ -1468,21 +1655,9 @@ impl Inner {
 
     /// Places lane heads on the best waiting nodes until no waiting node can take any.
     fn dispatch(&mut self, sh: &Shared, now: f64) {
-        if self.waiting.is_empty() || self.queue.lanes.is_empty() {
-            return;
-        }
-        // Hung-up polls must not win a task.
-        let nodes = &mut self.nodes;
-        self.waiting.retain(|id| match nodes.get_mut(id) {
-            Some(n) => {
-                n.waiters.retain(|w| !w.tx.is_closed());
-                !n.waiters.is_empty()
-            }
-            None => false,
-        });
         let thermal = &sh.limits.thermal;
         loop {
-            if self.waiting.is_empty() {
+            if self.waiting.is_empty() || self.queue.lanes.is_empty() {
                 return;
             }
             let mut heads: Vec<((i64, u64), Arc<Requirements>)> = self
@@ -1491,31 +1666,15 @@ impl Inner {
                 .iter()
                 .filter_map(|(req, lane)| lane.first_key_value().map(|(k, _)| (*k, req.clone())))
                 .collect();
-            if heads.is_empty() {
-                return;
-            }
             heads.sort_unstable_by_key(|a| a.0);
             let mut placed = false;
             for (key, req) in heads {
-                let mut best: Option<(PlacementKey, &str)> = None;
-                for id in &self.waiting {
-                    let Some(n) = self.nodes.get(id) else {
-                        continue;
-                    };
-                    let f = n.facts();
-                    if !f.has_free_slot() || f.can_run(&req, thermal).is_err() {
-                        continue;
-                    }
-                    let since = n.waiters.front().map_or(u64::MAX, |w| w.seq);
-                    let k = f.placement_key(&req, thermal, since);
-                    if best.as_ref().map_or(true, |(bk, _)| k < *bk) {
-                        best = Some((k, id.as_str()));
-                    }
-                }
-                if let Some((_, node_id)) = best {
-                    let node_id = node_id.to_string();
+                if let Some(node_id) = self.best_waiting(&req, thermal) {
                     if let Some(task_id) = self.queue.remove_ready(&req, key) {
-                        self.assign(&task_id, &node_id, sh, now);
+                        if !self.assign(&task_id, &node_id, sh, now) {
+                            // Its polls hung up just now; the node is re-filed without them.
+                            self.queue.push_ready(&req, key, task_id);
+                        }
                         placed = true;
                         break;
                     }
@@ -1527,16 +1686,50 @@ impl Inner {
         }
     }
 
-    fn assign(&mut self, id: &TaskId, node_id: &str, sh: &Shared, now: f64) {
-        let (Some(task), Some(node)) = (self.tasks.get_mut(id), self.nodes.get_mut(node_id)) else {
-            return;
+    /// The best waiting node for a task, in tiers: cool with the model loaded, cool,
+    /// warm with the model loaded, warm. Within a tier the wait index is already in
+    /// preference order, so the first eligible entry wins.
+    fn best_waiting(&self, req: &Requirements, thermal: &Thermal) -> Option<String> {
+        let eligible = |e: &&WaitEntry| {
+            self.nodes.get(&e.2).is_some_and(|n| {
+                let f = n.facts();
+                n.has_open_waiter() && f.has_free_slot() && f.can_run(req, thermal).is_ok()
+            })
         };
-        let Some(waiter) = node.waiters.pop_front() else {
-            return;
-        };
-        if node.waiters.is_empty() {
-            self.waiting.remove(node_id);
+        let loaded = req
+            .model
+            .as_deref()
+            .and_then(|m| self.waiting.loaded.get(canonical_model(m)));
+        for warm in [false, true] {
+            let in_tier = |e: &&WaitEntry| e.0 .0 == warm;
+            if let Some(set) = loaded {
+                if let Some(e) = set.iter().filter(in_tier).find(eligible) {
+                    return Some(e.2.clone());
+                }
+            }
+            if let Some(e) = self.waiting.all.iter().filter(in_tier).find(eligible) {
+                return Some(e.2.clone());
+            }
         }
+        None
+    }
+
+    /// Gives a task to a waiting node. False when the node had no open poll left.
+    fn assign(&mut self, id: &TaskId, node_id: &str, sh: &Shared, now: f64) -> bool {
+        let (Some(task), Some(node)) = (self.tasks.get_mut(id), self.nodes.get_mut(node_id)) else {
+            return false;
+        };
+        // Polls that hung up since the node was filed do not count.
+        let waiter = loop {
+            match node.waiters.pop_front() {
+                Some(w) if w.tx.is_closed() => continue,
+                Some(w) => break w,
+                None => {
+                    self.waiting.refresh(node, &sh.limits.thermal);
+                    return false;
+                }
+            }
+        };
         // Queued since submit or requeue, or since its retry backoff ended.
         let ready_since = task
             .not_before
@@ -1549,6 +1742,7 @@ impl Inner {
         task.not_before = None;
         task.updated_at = now;
         node.current.push(id.clone());
+        self.waiting.refresh(node, &sh.limits.thermal);
         self.counts[0] -= 1;
         count_pending(&mut self.pending_by_priority, task.priority, -1);
         self.counts[1] += 1;
@@ -1568,6 +1762,7 @@ impl Inner {
             self.revoke(id, Revoke::Undelivered, sh, now, &mut muts);
             sh.store.write_detached(muts);
         }
+        true
     }
 
     fn pending_reason(&self, task: &Task, l: &Limits, now: f64) -> String {
