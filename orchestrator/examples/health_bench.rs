@@ -9,6 +9,7 @@ use std::time::Instant;
 use pifleet_orchestrator::clock::SystemClock;
 use pifleet_orchestrator::config::Config;
 use pifleet_orchestrator::health::{events, metrics, page, routes};
+use pifleet_orchestrator::state::NewTask;
 use pifleet_orchestrator::store::MemoryStore;
 use pifleet_orchestrator::Orchestrator;
 use pifleet_protocol::{Capabilities, HeartbeatRequest, LoadedModel, NodeMetrics, RegisterRequest};
@@ -107,6 +108,21 @@ fn main() {
         "  live event after one heartbeat: {ms:.2} ms to diff, {} KiB",
         delta.len() / 1024
     );
+    // A big task table: the failures list scans it under the state lock.
+    let tasks = 200_000;
+    for _ in 0..tasks {
+        let _ = fleet.submit(NewTask {
+            task_type: "evolution_mutation".into(),
+            data: serde_json::json!({}),
+            priority: 5,
+            timeout_s: None,
+            max_attempts: None,
+        });
+    }
+    let (ms, _) = time(20, || fleet.recent_failures(10));
+    println!("  recent failures with {tasks} tasks in memory: {ms:.2} ms");
+    let (ms, _) = time(20, || fleet.pending_by_priority());
+    println!("  pending by priority with {tasks} pending: {ms:.2} ms");
     let (ms, text) = time(20, || {
         metrics::render(&routes::metrics_snapshot(&fleet), fleet.histograms())
     });

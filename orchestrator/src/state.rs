@@ -389,6 +389,27 @@ struct Inner {
     last_prune: f64,
     /// Settled tasks already forgotten, so the totals stay cumulative.
     pruned: [u64; 2],
+    /// Pending tasks per priority (index = priority), kept with `counts[0]`.
+    pending_by_priority: [u64; 11],
+    /// The most recently failed tasks, oldest first (bounded), for the status page.
+    recent_failed: VecDeque<TaskId>,
+}
+
+/// Failed tasks remembered for the status page.
+const RECENT_FAILED_KEPT: usize = 50;
+
+/// Counts a task entering (`+1`) or leaving (`-1`) the pending state. Free functions over
+/// the fields, so they work while a task of `Inner::tasks` is borrowed.
+fn count_pending(by_priority: &mut [u64; 11], priority: u8, delta: i64) {
+    let n = &mut by_priority[usize::from(priority.min(10))];
+    *n = n.saturating_add_signed(delta);
+}
+
+fn remember_failed(recent: &mut VecDeque<TaskId>, id: &TaskId) {
+    if recent.len() >= RECENT_FAILED_KEPT {
+        recent.pop_front();
+    }
+    recent.push_back(id.clone());
 }
 
 fn state_index(s: TaskState) -> usize {
@@ -521,6 +542,9 @@ impl Fleet {
             };
             inner.next_seq = inner.next_seq.max(task.seq + 1);
             inner.counts[state_index(state)] += 1;
+            if state == TaskState::Pending {
+                count_pending(&mut inner.pending_by_priority, task.priority, 1);
+            }
             match state {
                 TaskState::Pending => inner.enqueue(&task, limits.aging_s),
                 TaskState::Assigned => {
@@ -548,6 +572,18 @@ impl Fleet {
         inner.retried = counter("retried");
         inner.pruned = [counter("pruned_completed"), counter("pruned_failed")];
         inner.counts[2] += inner.pruned[0];
+        // The status page's recent failures survive a restart.
+        let mut failed: Vec<(f64, TaskId)> = inner
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Failed)
+            .map(|t| (t.updated_at, t.id.clone()))
+            .collect();
+        failed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let skip = failed.len().saturating_sub(RECENT_FAILED_KEPT);
+        for (_, id) in failed.into_iter().skip(skip) {
+            remember_failed(&mut inner.recent_failed, &id);
+        }
         inner.counts[3] += inner.pruned[1];
         let (changes, _) = watch::channel(0);
         let fleet = Fleet {
@@ -842,6 +878,7 @@ impl Fleet {
         let commit = self.shared.store.write(vec![Mutation::PutTask(task.row())]);
         inner.enqueue(&task, l.aging_s);
         inner.counts[0] += 1;
+        count_pending(&mut inner.pending_by_priority, task.priority, 1);
         inner.tasks.insert(id, task);
         inner.dispatch(&self.shared, now);
         drop(inner);
@@ -931,6 +968,9 @@ impl Fleet {
             muts.push(Mutation::UpdateTask(task.row()));
             inner.counts[1] -= 1;
             inner.counts[state_index(new_state)] += 1;
+            if new_state == TaskState::Failed {
+                remember_failed(&mut inner.recent_failed, &id);
+            }
             if let Some(node) = inner.nodes.get_mut(w) {
                 node.current.retain(|t| *t != id);
                 if report.success {
@@ -1547,6 +1587,7 @@ impl Inner {
             ));
             task.assigned_to = Some(holder.clone());
             self.counts[3] += 1;
+            remember_failed(&mut self.recent_failed, id);
             tracing::warn!(task = %id, error = task.error.as_deref().unwrap_or(""), "task failed");
         } else {
             task.state = TaskState::Pending;
@@ -1557,6 +1598,7 @@ impl Inner {
                 now + (l.retry_backoff_s * f64::from(1u32 << exp)).min(l.retry_backoff_max_s)
             });
             self.counts[0] += 1;
+            count_pending(&mut self.pending_by_priority, task.priority, 1);
             if why != Revoke::Undelivered {
                 self.retried += 1;
                 muts.push(Mutation::Counter("retried".into(), self.retried));
@@ -1723,6 +1765,7 @@ impl Inner {
         node.current.push(id.clone());
         self.waiting.refresh(node, &sh.limits.thermal);
         self.counts[0] -= 1;
+        count_pending(&mut self.pending_by_priority, task.priority, -1);
         self.counts[1] += 1;
         let commit = sh.store.write(vec![Mutation::UpdateTask(task.row())]);
         let assignment = TaskAssignment {
@@ -1783,30 +1826,25 @@ impl Fleet {
             .collect()
     }
 
-    /// Pending tasks per priority (ready and in retry backoff), without ordering them.
+    /// Pending tasks per priority (ready and in retry backoff); kept as tasks move, so
+    /// reading it costs nothing however long the queue.
     pub fn pending_by_priority(&self) -> BTreeMap<u8, u64> {
         let inner = self.lock();
-        let mut by = BTreeMap::new();
-        let ready = inner.queue.lanes.values().flat_map(|lane| lane.values());
-        for id in ready.chain(inner.queue.delayed.values()) {
-            if let Some(t) = inner.tasks.get(id) {
-                *by.entry(t.priority).or_insert(0) += 1;
-            }
-        }
-        by
+        (1..=10u8)
+            .map(|p| (p, inner.pending_by_priority[usize::from(p)]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
-    /// The `limit` most recently failed tasks, newest first.
+    /// The `limit` most recently failed tasks still in memory, newest first.
     pub fn recent_failures(&self, limit: usize) -> Vec<FailedTask> {
         let inner = self.lock();
-        let mut failed: Vec<&Task> = inner
-            .tasks
-            .values()
+        inner
+            .recent_failed
+            .iter()
+            .rev()
+            .filter_map(|id| inner.tasks.get(id))
             .filter(|t| t.state == TaskState::Failed)
-            .collect();
-        failed.sort_unstable_by(|a, b| b.updated_at.total_cmp(&a.updated_at));
-        failed
-            .into_iter()
             .take(limit)
             .map(|t| FailedTask {
                 task_id: t.id.to_string(),
