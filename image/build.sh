@@ -19,6 +19,7 @@
 # --ssh           include openssh-server (log in with keys from authorized_keys on the card)
 # --out DIR       where the image (and the rootfs cache) go
 # --rootfs-only   stop after stage 1 (warms the cache)
+# --no-compress   leave the raw .img only (quicker, for scripts/test-image.sh while developing)
 #
 # The Debian mirror is the one this machine's apt uses (read from /etc/apt/sources.list*);
 # PIFLEET_MIRROR / PIFLEET_SECURITY_MIRROR override it. Needs root (file ownership in the image).
@@ -31,13 +32,15 @@ agent=""
 ssh=0
 out=target/image
 rootfs_only=0
+compress=1
 while (($#)); do
   case "$1" in
     --agent) agent=${2:?"--agent needs a path"}; shift 2 ;;
     --ssh) ssh=1; shift ;;
     --out) out=${2:?"--out needs a directory"}; shift 2 ;;
     --rootfs-only) rootfs_only=1; shift ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    --no-compress) compress=0; shift ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "build-image: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -242,6 +245,11 @@ EOF
 dd if="$work/boot.vfat" of="$img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
 dd if="$work/root.ext4" of="$img" bs=1M seek=$root_start_mib conv=notrunc,sparse status=none
 raw_size=$(stat -c %s "$img")
+if ((compress == 0)); then
+  log "done in $(($(date +%s) - start)) s: $img (raw $((raw_size / mib)) MiB)"
+  echo "$img"
+  exit 0
+fi
 xz -T0 -6 --keep --force "$img"
 log "done in $(($(date +%s) - start)) s: $img.xz"
 log "raw $((raw_size / mib)) MiB, compressed $(($(stat -c %s "$img.xz") / mib)) MiB ($(stat -c %s "$img.xz") bytes)"

@@ -8,7 +8,9 @@
 #
 # Networking: qemu user-mode networking with restrict=on: the guest reaches nothing but the
 # orchestrator, forwarded from 10.0.2.100:5000 in the guest to 127.0.0.1:<free port> here.
-# The card is enlarged by 1 GiB first, so the first-boot root-growing runs too.
+# The card is enlarged by 1 GiB first, so the first-boot root-growing runs too. A watchdog
+# device (i6300esb) lets the image's RuntimeWatchdogSec= arm it; under emulation on a loaded
+# machine PID 1 can stall past 14 s, so a firing is logged (qemu.log), not a reset.
 # Takes ~2-5 minutes on 2 cores (TCG emulation). BOOT_TIMEOUT (s, default 480) bounds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,7 +103,7 @@ qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot
   -kernel "$t/vmlinuz" -initrd "$t/initrd" -append "$cmdline" \
   -drive "file=$disk,format=raw,if=none,id=card" -device virtio-blk-pci,drive=card \
   -netdev "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:nc 127.0.0.1 $port" \
-  -device virtio-net-pci,netdev=net0 -device i6300esb \
+  -device virtio-net-pci,netdev=net0 -device i6300esb -action watchdog=debug \
   -monitor none -serial "file:$t/console.log" </dev/null >"$t/qemu.log" 2>&1 &
 qemu_pid=$!
 
@@ -123,4 +125,5 @@ echo "test-image: task completed: $(api GET "/api/tasks/status/$task" | jq -c '{
 
 # What the console says about the first boot (informational, not asserted).
 grep -aE 'pifleet-config: (growing|wrote|hostname)|hardware watchdog|Watchdog' "$t/console.log" | sed 's/^/test-image: console: /' | head -8 || true
+grep -ai watchdog "$t/qemu.log" | sed 's/^/test-image: qemu: /' | head -3 || true
 echo "image-boot: 1 passed, 0 failed (boot to registered ${registered} s)"

@@ -31,6 +31,9 @@ use crate::store::{CommitResult, Mutation, Snapshot, StoreHandle, TaskRow, Worke
 
 pub type TaskId = Arc<str>;
 
+/// A node's observed heartbeat period counts up to this many configured intervals.
+const MAX_PERIOD_FACTOR: f64 = 6.0;
+
 /// Scheduling and liveness settings, taken from the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -207,6 +210,10 @@ struct Node {
     dead: bool,
     dirty: bool,
     waiters: VecDeque<Waiter>,
+    /// When the last heartbeat came, and the node's own heartbeat period as observed:
+    /// a seed worker beats every 30 s, and must not be declared dead for keeping its pace.
+    last_heartbeat: Option<f64>,
+    heartbeat_gap: f64,
     /// Where the node sits in the wait index, to find it again when it changes.
     wait_entry: Option<(BaseKey, u64)>,
     wait_models: Vec<String>,
@@ -491,6 +498,8 @@ impl Fleet {
                     dead: w.dead,
                     dirty: false,
                     waiters: VecDeque::new(),
+                    last_heartbeat: None,
+                    heartbeat_gap: 0.0,
                     wait_entry: None,
                     wait_models: Vec::new(),
                 },
@@ -656,6 +665,8 @@ impl Fleet {
                 dead: false,
                 dirty: false,
                 waiters: VecDeque::new(),
+                last_heartbeat: None,
+                heartbeat_gap: 0.0,
                 wait_entry: None,
                 wait_models: Vec::new(),
             });
@@ -697,6 +708,11 @@ impl Fleet {
             Some(n) if !n.dead => n,
             other => return Err(not_registered(id, other.map(|n| &*n))),
         };
+        if let Some(prev) = node.last_heartbeat {
+            // Slow to forget a long period: one quick extra beat must not shorten it.
+            node.heartbeat_gap = (now - prev).max(node.heartbeat_gap * 0.75);
+        }
+        node.last_heartbeat = Some(now);
         node.last_seen = now;
         node.dirty = true;
         let mut health_changed = false;
@@ -1189,12 +1205,17 @@ impl Fleet {
         let mut muts = Vec::new();
         let mut changed = false;
 
-        let dead_after = l.dead_after_s();
         let mut newly_dead = Vec::new();
         for n in inner.nodes.values_mut() {
             if n.dead {
                 continue;
             }
+            // Missed beats are counted in the node's own period, within reason.
+            let period = n.heartbeat_gap.clamp(
+                l.heartbeat_interval_s,
+                MAX_PERIOD_FACTOR * l.heartbeat_interval_s,
+            );
+            let dead_after = period * f64::from(l.dead_after_missed);
             if n.has_open_waiter() {
                 n.last_seen = now;
             } else if now - n.last_seen > dead_after {

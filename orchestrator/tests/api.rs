@@ -1110,3 +1110,40 @@ async fn random_traffic_keeps_the_books_straight() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_node_that_beats_slower_than_configured_is_judged_by_its_own_pace() {
+    let h = Harness::new();
+    h.register("seed-pace", json!({})).await;
+    h.register("agent-pace", json!({})).await;
+    // The seed's workers heartbeat every 30 s; ours are expected every 10 s.
+    h.heartbeat("seed-pace", json!({})).await;
+    for _ in 0..3 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    h.heartbeat("seed-pace", json!({})).await;
+    // 40 s of silence: three of our intervals, but not three of its own.
+    for _ in 0..4 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    let nodes = h.fleet.nodes();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.status != pifleet_protocol::WorkerState::Dead),
+        "{nodes:?}"
+    );
+    // Three of its own periods and more: dead.
+    for _ in 0..6 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    let seed = h.fleet.node("seed-pace").unwrap();
+    assert_eq!(seed.node.status, pifleet_protocol::WorkerState::Dead);
+    // A node that keeps our pace still dies after 30 s of silence.
+    h.advance(31.0);
+    let agent = h.fleet.node("agent-pace").unwrap();
+    assert_eq!(agent.node.status, pifleet_protocol::WorkerState::Dead);
+}
