@@ -676,13 +676,14 @@ fn cli_watch_refreshes() {
 
 #[test]
 fn cli_errors_say_what_to_do() {
-    // Nothing listens on a port we just freed.
+    // Nothing listens on a port we just freed, on a loopback address the tests never bind
+    // (they all use 127.0.0.1), so a parallel test cannot take it in between.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.2:{port}");
     let out = pifleet(&url, &["nodes"]);
     assert!(!out.status.success());
     let err = stderr(&out);
