@@ -1778,7 +1778,7 @@ impl Inner {
         };
         tracing::debug!(task = %id, worker = node_id, attempt = task.attempt, "assigned");
         if waiter.tx.send(Delivery { assignment, commit }).is_err() {
-            // The poll went away between the prune and now.
+            // The poll hung up after it was picked.
             let mut muts = Vec::new();
             self.revoke(id, Revoke::Undelivered, sh, now, &mut muts);
             sh.store.write_detached(muts);
