@@ -389,6 +389,8 @@ struct Inner {
     last_prune: f64,
     /// Settled tasks already forgotten, so the totals stay cumulative.
     pruned: [u64; 2],
+    /// Status requests waiting (`?wait=`) for a task to complete or fail.
+    settle_watchers: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     /// Pending tasks per priority (index = priority), kept with `counts[0]`.
     pending_by_priority: [u64; 11],
     /// The most recently failed tasks, oldest first (bounded), for the status page.
@@ -968,6 +970,7 @@ impl Fleet {
             muts.push(Mutation::UpdateTask(task.row()));
             inner.counts[1] -= 1;
             inner.counts[state_index(new_state)] += 1;
+            inner.notify_settled(&id);
             if new_state == TaskState::Failed {
                 remember_failed(&mut inner.recent_failed, &id);
             }
@@ -1017,6 +1020,23 @@ impl Fleet {
             created_at: Some(task.created_at),
             updated_at: Some(task.updated_at),
         })
+    }
+
+    /// A receiver that fires when the task completes or fails; `None` when it already has
+    /// (or does not exist), so the caller answers at once.
+    pub fn watch_settled(&self, task_id: &str) -> Option<oneshot::Receiver<()>> {
+        let mut inner = self.lock();
+        let (id, task) = inner.tasks.get_key_value(task_id)?;
+        if matches!(task.state, TaskState::Completed | TaskState::Failed) {
+            return None;
+        }
+        let id = id.clone();
+        let (tx, rx) = oneshot::channel();
+        let watchers = inner.settle_watchers.entry(id).or_default();
+        // Clients that gave up must not pile up on a task that never settles.
+        watchers.retain(|w| !w.is_closed());
+        watchers.push(tx);
+        Some(rx)
     }
 
     /// Pending tasks in the order they will be offered (up to `limit`), then the assigned.
@@ -1424,6 +1444,7 @@ impl Fleet {
             n.wait_entry = None;
             n.wait_models.clear();
         }
+        inner.settle_watchers.clear();
         inner.waiting = WaitIndex::default();
         // Heartbeat-only changes would otherwise be lost until the next flush.
         let muts: Vec<Mutation> = inner
@@ -1627,6 +1648,15 @@ impl Inner {
             }
             self.waiting.refresh(node, &l.thermal);
         }
+        if failed_for_good {
+            self.notify_settled(id);
+        }
+    }
+
+    fn notify_settled(&mut self, id: &TaskId) {
+        for tx in self.settle_watchers.remove(id).unwrap_or_default() {
+            let _ = tx.send(());
+        }
     }
 
     fn refile(&mut self, id: &str, thermal: &Thermal) {
@@ -1637,6 +1667,10 @@ impl Inner {
 
     /// Forgets settled tasks and dead nodes past their retention. Totals stay cumulative.
     fn prune(&mut self, l: &Limits, now: f64, muts: &mut Vec<Mutation>) -> bool {
+        self.settle_watchers.retain(|_, w| {
+            w.retain(|tx| !tx.is_closed());
+            !w.is_empty()
+        });
         let task_cutoff = now - l.task_retention_s;
         let old: Vec<(TaskId, TaskState)> = self
             .tasks
