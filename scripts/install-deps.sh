@@ -5,6 +5,8 @@ set -euo pipefail
 packages=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || packages+=("$1"); }
 need systemd
+# /usr/bin/kill: tests send SIGTERM to the real binaries.
+need procps
 # The status page's browser test (tests/tests/status_page.rs): headless Chromium + WebDriver.
 need chromium
 need chromium-driver

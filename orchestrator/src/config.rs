@@ -504,6 +504,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_matches_the_defaults() {
+        let raw: RawConfig = toml::from_str(include_str!("../orchestrator.toml.example")).unwrap();
+        let example = Config::from_raw(raw, None).unwrap();
+        let default = Config::default();
+        assert_eq!(example.listen, default.listen);
+        assert_eq!(example.durability, default.durability);
+        assert_eq!(example.max_body_bytes, default.max_body_bytes);
+        assert_eq!(
+            format!("{:?}", example.limits),
+            format!("{:?}", default.limits)
+        );
+    }
+
+    #[test]
     fn state_directory_holds_the_default_db() {
         let c = Config::from_raw(RawConfig::default(), Some("/var/lib/pifleet:/other")).unwrap();
         assert_eq!(

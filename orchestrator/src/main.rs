@@ -146,7 +146,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = %e, "orchestrator failed");
             eprintln!("pifleet-orchestrator: {e}");
             ExitCode::FAILURE
         }

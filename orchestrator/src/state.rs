@@ -31,6 +31,9 @@ use crate::store::{CommitResult, Mutation, Snapshot, StoreHandle, TaskRow, Worke
 
 pub type TaskId = Arc<str>;
 
+/// A node's observed heartbeat period counts up to this many configured intervals.
+const MAX_PERIOD_FACTOR: f64 = 6.0;
+
 /// Scheduling and liveness settings, taken from the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -207,6 +210,10 @@ struct Node {
     dead: bool,
     dirty: bool,
     waiters: VecDeque<Waiter>,
+    /// When the last heartbeat came, and the node's own heartbeat period as observed:
+    /// a seed worker beats every 30 s, and must not be declared dead for keeping its pace.
+    last_heartbeat: Option<f64>,
+    heartbeat_gap: f64,
     /// Where the node sits in the wait index, to find it again when it changes.
     wait_entry: Option<(BaseKey, u64)>,
     wait_models: Vec<String>,
@@ -382,6 +389,8 @@ struct Inner {
     last_prune: f64,
     /// Settled tasks already forgotten, so the totals stay cumulative.
     pruned: [u64; 2],
+    /// Status requests waiting (`?wait=`) for a task to complete or fail.
+    settle_watchers: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     /// Pending tasks per priority (index = priority), kept with `counts[0]`.
     pending_by_priority: [u64; 11],
     /// The most recently failed tasks, oldest first (bounded), for the status page.
@@ -491,6 +500,8 @@ impl Fleet {
                     dead: w.dead,
                     dirty: false,
                     waiters: VecDeque::new(),
+                    last_heartbeat: None,
+                    heartbeat_gap: 0.0,
                     wait_entry: None,
                     wait_models: Vec::new(),
                 },
@@ -656,6 +667,8 @@ impl Fleet {
                 dead: false,
                 dirty: false,
                 waiters: VecDeque::new(),
+                last_heartbeat: None,
+                heartbeat_gap: 0.0,
                 wait_entry: None,
                 wait_models: Vec::new(),
             });
@@ -697,6 +710,11 @@ impl Fleet {
             Some(n) if !n.dead => n,
             other => return Err(not_registered(id, other.map(|n| &*n))),
         };
+        if let Some(prev) = node.last_heartbeat {
+            // Slow to forget a long period: one quick extra beat must not shorten it.
+            node.heartbeat_gap = (now - prev).max(node.heartbeat_gap * 0.75);
+        }
+        node.last_heartbeat = Some(now);
         node.last_seen = now;
         node.dirty = true;
         let mut health_changed = false;
@@ -952,6 +970,7 @@ impl Fleet {
             muts.push(Mutation::UpdateTask(task.row()));
             inner.counts[1] -= 1;
             inner.counts[state_index(new_state)] += 1;
+            inner.notify_settled(&id);
             if new_state == TaskState::Failed {
                 remember_failed(&mut inner.recent_failed, &id);
             }
@@ -1001,6 +1020,23 @@ impl Fleet {
             created_at: Some(task.created_at),
             updated_at: Some(task.updated_at),
         })
+    }
+
+    /// A receiver that fires when the task completes or fails; `None` when it already has
+    /// (or does not exist), so the caller answers at once.
+    pub fn watch_settled(&self, task_id: &str) -> Option<oneshot::Receiver<()>> {
+        let mut inner = self.lock();
+        let (id, task) = inner.tasks.get_key_value(task_id)?;
+        if matches!(task.state, TaskState::Completed | TaskState::Failed) {
+            return None;
+        }
+        let id = id.clone();
+        let (tx, rx) = oneshot::channel();
+        let watchers = inner.settle_watchers.entry(id).or_default();
+        // Clients that gave up must not pile up on a task that never settles.
+        watchers.retain(|w| !w.is_closed());
+        watchers.push(tx);
+        Some(rx)
     }
 
     /// Pending tasks in the order they will be offered (up to `limit`), then the assigned.
@@ -1189,12 +1225,17 @@ impl Fleet {
         let mut muts = Vec::new();
         let mut changed = false;
 
-        let dead_after = l.dead_after_s();
         let mut newly_dead = Vec::new();
         for n in inner.nodes.values_mut() {
             if n.dead {
                 continue;
             }
+            // Missed beats are counted in the node's own period, within reason.
+            let period = n.heartbeat_gap.clamp(
+                l.heartbeat_interval_s,
+                MAX_PERIOD_FACTOR * l.heartbeat_interval_s,
+            );
+            let dead_after = period * f64::from(l.dead_after_missed);
             if n.has_open_waiter() {
                 n.last_seen = now;
             } else if now - n.last_seen > dead_after {
@@ -1403,6 +1444,7 @@ impl Fleet {
             n.wait_entry = None;
             n.wait_models.clear();
         }
+        inner.settle_watchers.clear();
         inner.waiting = WaitIndex::default();
         // Heartbeat-only changes would otherwise be lost until the next flush.
         let muts: Vec<Mutation> = inner
@@ -1606,6 +1648,15 @@ impl Inner {
             }
             self.waiting.refresh(node, &l.thermal);
         }
+        if failed_for_good {
+            self.notify_settled(id);
+        }
+    }
+
+    fn notify_settled(&mut self, id: &TaskId) {
+        for tx in self.settle_watchers.remove(id).unwrap_or_default() {
+            let _ = tx.send(());
+        }
     }
 
     fn refile(&mut self, id: &str, thermal: &Thermal) {
@@ -1616,6 +1667,10 @@ impl Inner {
 
     /// Forgets settled tasks and dead nodes past their retention. Totals stay cumulative.
     fn prune(&mut self, l: &Limits, now: f64, muts: &mut Vec<Mutation>) -> bool {
+        self.settle_watchers.retain(|_, w| {
+            w.retain(|tx| !tx.is_closed());
+            !w.is_empty()
+        });
         let task_cutoff = now - l.task_retention_s;
         let old: Vec<(TaskId, TaskState)> = self
             .tasks
@@ -1757,7 +1812,7 @@ impl Inner {
         };
         tracing::debug!(task = %id, worker = node_id, attempt = task.attempt, "assigned");
         if waiter.tx.send(Delivery { assignment, commit }).is_err() {
-            // The poll went away between the prune and now.
+            // The poll hung up after it was picked.
             let mut muts = Vec::new();
             self.revoke(id, Revoke::Undelivered, sh, now, &mut muts);
             sh.store.write_detached(muts);

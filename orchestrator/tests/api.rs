@@ -1110,3 +1110,81 @@ async fn random_traffic_keeps_the_books_straight() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_node_that_beats_slower_than_configured_is_judged_by_its_own_pace() {
+    let h = Harness::new();
+    h.register("seed-pace", json!({})).await;
+    h.register("agent-pace", json!({})).await;
+    // The seed's workers heartbeat every 30 s; ours are expected every 10 s.
+    h.heartbeat("seed-pace", json!({})).await;
+    for _ in 0..3 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    h.heartbeat("seed-pace", json!({})).await;
+    // 40 s of silence: three of our intervals, but not three of its own.
+    for _ in 0..4 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    let nodes = h.fleet.nodes();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.status != pifleet_protocol::WorkerState::Dead),
+        "{nodes:?}"
+    );
+    // Three of its own periods and more: dead.
+    for _ in 0..6 {
+        h.advance(10.0);
+        h.heartbeat("agent-pace", json!({})).await;
+    }
+    let seed = h.fleet.node("seed-pace").unwrap();
+    assert_eq!(seed.node.status, pifleet_protocol::WorkerState::Dead);
+    // A node that keeps our pace still dies after 30 s of silence.
+    h.advance(31.0);
+    let agent = h.fleet.node("agent-pace").unwrap();
+    assert_eq!(agent.node.status, pifleet_protocol::WorkerState::Dead);
+}
+
+#[tokio::test]
+async fn a_status_request_can_wait_for_the_result() {
+    let h = Harness::new();
+    h.register("w", json!({})).await;
+    let id = h.submit(json!({"type": "t"})).await;
+    let app = h.app.clone();
+    let path = format!("/api/tasks/status/{id}?wait=5");
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move {
+        let req = axum::http::Request::builder()
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished());
+    h.poll("w").await;
+    h.result(&id, "w", json!({"success": true, "output": "done"}))
+        .await;
+    let st = waiter.await.unwrap();
+    assert_eq!(st["status"], "completed");
+    assert_eq!(st["result"]["output"], "done");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // A settled task answers at once; a bad wait is refused.
+    let (s, v) = h
+        .call("GET", &format!("/api/tasks/status/{id}?wait=5"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "completed");
+    let (s, _) = h
+        .call("GET", &format!("/api/tasks/status/{id}?wait=x"), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -34,6 +34,21 @@ impl Orch {
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("test dir");
+        Orch::start_in(dir, env)
+    }
+
+    /// Kills this orchestrator (SIGKILL: nothing flushed on the way out) and starts a new
+    /// one on the same database.
+    pub fn crash_and_restart(mut self, env: &[(&str, &str)]) -> Orch {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep the directory: the old handle's drop then has nothing to remove.
+        let dir = std::mem::take(&mut self.dir);
+        drop(self);
+        Orch::start_in(dir, env)
+    }
+
+    fn start_in(dir: PathBuf, env: &[(&str, &str)]) -> Orch {
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -160,6 +175,8 @@ impl Drop for Orch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

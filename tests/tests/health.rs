@@ -168,6 +168,27 @@ fn drained_node_finishes_its_task_and_gets_no_new_work() {
 }
 
 #[test]
+fn drain_survives_an_orchestrator_crash() {
+    let orch = Orch::start(&[]);
+    node_up(&orch, "pi-a", 50.0);
+    let (status, _) = orch.post("/api/nodes/pi-a/drain", json!({}));
+    assert_eq!(status, 200);
+    let orch = orch.crash_and_restart(&[]);
+    let (status, v) = orch.get("/api/nodes/pi-a");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["draining"], json!(true), "{v}");
+    // The node comes back (its agent re-registers) and is still drained.
+    let a = SimAgent::new(&orch.base, "pi-a", None);
+    a.register(caps());
+    assert_eq!(a.heartbeat(pi_metrics(51.0)).draining, Some(true));
+    orch.submit(TYPE, 5);
+    assert!(
+        a.poll(1).is_none(),
+        "a drained node got work after a restart"
+    );
+}
+
+#[test]
 fn metrics_parse_as_prometheus_text() {
     let orch = Orch::start(&[]);
     let a = node_up(&orch, "pi-a", 61.5);
@@ -655,13 +676,14 @@ fn cli_watch_refreshes() {
 
 #[test]
 fn cli_errors_say_what_to_do() {
-    // Nothing listens on a port we just freed.
+    // Nothing listens on a port we just freed, on a loopback address the tests never bind
+    // (they all use 127.0.0.1), so a parallel test cannot take it in between.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.2:{port}");
     let out = pifleet(&url, &["nodes"]);
     assert!(!out.status.success());
     let err = stderr(&out);

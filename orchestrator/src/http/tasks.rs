@@ -253,7 +253,18 @@ async fn result(
 async fn status(
     State(s): State<AppState>,
     Id(id): Id,
+    q: QueryMap,
 ) -> Result<Json<TaskStatusResponse>, AppError> {
+    // `?wait=S` holds the request until the task completes or fails, like a worker's poll.
+    let wait = q
+        .seconds("wait")?
+        .unwrap_or(0.0)
+        .min(s.fleet.limits().max_wait_s);
+    if wait > 0.0 {
+        if let Some(settled) = s.fleet.watch_settled(&id) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs_f64(wait), settled).await;
+        }
+    }
     s.fleet
         .status(&id)
         .map(Json)
