@@ -59,7 +59,7 @@ out=$(cd "$out" && pwd)
 # --- host tools ---------------------------------------------------------------------------
 need=()
 for pair in mmdebstrap:mmdebstrap arch-test:arch-test qemu-aarch64-static:qemu-user-static \
-  mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs sfdisk:fdisk xz:xz-utils; do
+  mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs sfdisk:fdisk xz:xz-utils file:file; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -68,16 +68,19 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# The arm64 maintainer scripts run under qemu-user through binfmt_misc; register it when the
-# host has not (containers and CI machines often start without systemd-binfmt).
-if ! arch-test arm64 >/dev/null 2>&1; then
-  [ -e /proc/sys/fs/binfmt_misc/register ] ||
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-    die "cannot mount binfmt_misc (needed to run arm64 package scripts)"
+# The arm64 maintainer scripts run in a chroot under qemu-user through binfmt_misc, which needs
+# the static qemu registered with the F (fix binary) flag. Register it when the host has not
+# (containers and CI machines often start without systemd-binfmt), or has without F.
+binfmt=/proc/sys/fs/binfmt_misc
+[ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt" ||
+  die "cannot mount binfmt_misc (needed to run arm64 package scripts)"
+if ! grep -qE '^flags:.*F' "$binfmt/qemu-aarch64" 2>/dev/null; then
   conf=/usr/lib/binfmt.d/qemu-aarch64.conf
-  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || cat "$conf" >/proc/sys/fs/binfmt_misc/register
-  arch-test arm64 >/dev/null || die "arm64 binaries still do not run (check $conf and qemu-user-static)"
+  grep -q ':[A-Z]*F[A-Z]*$' "$conf" || die "$conf does not register qemu with the F flag (install qemu-user-static)"
+  [ ! -e "$binfmt/qemu-aarch64" ] || echo -1 >"$binfmt/qemu-aarch64"
+  cat "$conf" >"$binfmt/register"
 fi
+arch-test arm64 >/dev/null || die "arm64 binaries do not run here (binfmt_misc + qemu-user-static)"
 
 # --- the Debian mirror this machine uses ---------------------------------------------------
 # deb822 (*.sources) and one-line (sources.list) formats; the first URI serving "$suite" and
