@@ -189,6 +189,7 @@ fi
 [ -x "$agent" ] || die "agent binary '$agent' not found or not executable"
 file -b "$agent" 2>/dev/null | grep -q 'ARM aarch64' || die "'$agent' is not an aarch64 binary"
 
+t=$(date +%s)
 work=$(mktemp -d "$out/work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
@@ -245,12 +246,15 @@ EOF
 dd if="$work/boot.vfat" of="$img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
 dd if="$work/root.ext4" of="$img" bs=1M seek=$root_start_mib conv=notrunc,sparse status=none
 raw_size=$(stat -c %s "$img")
+log "stage 2: assembled in $(($(date +%s) - t)) s"
 if ((compress == 0)); then
   log "done in $(($(date +%s) - start)) s: $img (raw $((raw_size / mib)) MiB)"
   echo "$img"
   exit 0
 fi
+t=$(date +%s)
 xz -T0 -6 --keep --force "$img"
+log "compressed in $(($(date +%s) - t)) s"
 log "done in $(($(date +%s) - start)) s: $img.xz"
 log "raw $((raw_size / mib)) MiB, compressed $(($(stat -c %s "$img.xz") / mib)) MiB ($(stat -c %s "$img.xz") bytes)"
 echo "$img.xz"
