@@ -13,7 +13,7 @@
 //! | `GET /api/workers/{id}/tasks[?wait=S]` | -                   | [`PollResponse`]         |
 //! | `POST /api/tasks/submit` (201)         | [`SubmitRequest`]   | [`SubmitResponse`]       |
 //! | `POST /api/tasks/{id}/result`          | [`ResultRequest`]   | [`ResultResponse`]       |
-//! | `GET /api/tasks/status/{id}`           | -                   | [`TaskStatusResponse`]   |
+//! | `GET /api/tasks/status/{id}[?wait=S]` | -                  | [`TaskStatusResponse`]   |
 //! | `GET /api/workers/list`                | -                   | [`WorkersListResponse`]  |
 //! | `POST /api/workers/{id}/unregister`    | -                   | [`UnregisterResponse`]   |
 //! | `GET /api/stats`                       | -                   | [`StatsResponse`]        |
