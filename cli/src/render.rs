@@ -1,6 +1,7 @@
 //! Pure text rendering of the orchestrator's views: no I/O, the clock and colour choice
 //! are arguments, so every table is testable byte for byte.
 
+pub use pifleet_protocol::human::{ago, bytes};
 use pifleet_protocol::{
     MetricSample, NodeDetail, NodeView, NodesResponse, TaskStatusResponse, WorkerState,
 };
@@ -60,35 +61,6 @@ pub fn temp_style(t: f32) -> Style {
         Style::Yellow
     } else {
         Style::Green
-    }
-}
-
-/// `1.5G`, `512M`, `900K`: binary units, one decimal below 10.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else if v < 10.0 {
-        format!("{v:.1}{}", UNITS[unit])
-    } else {
-        format!("{v:.0}{}", UNITS[unit])
-    }
-}
-
-/// How long ago `at` was, as of `now`: `3s ago`, `5m ago`, `2h ago`, `4d ago`.
-pub fn ago(at: f64, now: f64) -> String {
-    let s = (now - at).max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86_399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
     }
 }
 
@@ -219,7 +191,7 @@ pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
         "STATUS",
         "TEMP",
         "CPU",
-        "MEM",
+        "MEM FREE",
         "MODELS",
         "TASK",
         "LAST SEEN",
@@ -540,7 +512,7 @@ mod tests {
         };
         let table = nodes_table(&resp, 1100.0, false);
         let expected = "\
-NAME  STATUS  TEMP        CPU  MEM        MODELS                     TASK        LAST SEEN
+NAME  STATUS  TEMP        CPU  MEM FREE   MODELS                     TASK        LAST SEEN
 pi-a  online  83.0°C THR  12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  -           5s ago
 pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1  5s ago
 ";
@@ -605,7 +577,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
             nodes: vec![n],
         };
         let table = nodes_table(&resp, 1100.0, false);
-        assert!(table.contains("seed-worker  online  -     -    -    llama3.2:1b"));
+        assert!(table.contains("seed-worker  online  -     -    -         llama3.2:1b"));
     }
 
     #[test]

@@ -117,6 +117,39 @@ pub mod throttle {
     pub const SOFT_TEMP_LIMIT_SINCE_BOOT: u32 = 1 << 19;
 }
 
+/// How operators read sizes and ages, shared by the CLI and the status page so a number
+/// reads the same in a terminal and a browser.
+pub mod human {
+    /// `1.5G`, `512M`, `900K`: binary units, one decimal below 10.
+    pub fn bytes(n: u64) -> String {
+        const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+        let mut v = n as f64;
+        let mut unit = 0;
+        while v >= 1024.0 && unit < UNITS.len() - 1 {
+            v /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            format!("{n}B")
+        } else if v < 10.0 {
+            format!("{v:.1}{}", UNITS[unit])
+        } else {
+            format!("{v:.0}{}", UNITS[unit])
+        }
+    }
+
+    /// How long ago `at` was, as of `now`: `3s ago`, `5m ago`, `2h ago`, `4d ago`.
+    pub fn ago(at: f64, now: f64) -> String {
+        let s = (now - at).max(0.0) as u64;
+        match s {
+            0..=59 => format!("{s}s ago"),
+            60..=3599 => format!("{}m ago", s / 60),
+            3600..=86_399 => format!("{}h ago", s / 3600),
+            _ => format!("{}d ago", s / 86_400),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // States
 

@@ -507,7 +507,7 @@ fn cli_nodes_table_and_json() {
         "STATUS",
         "TEMP",
         "CPU",
-        "MEM",
+        "MEM FREE",
         "MODELS",
         "TASK",
         "LAST SEEN",

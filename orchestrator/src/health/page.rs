@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use pifleet_protocol::human::{ago, bytes};
 use pifleet_protocol::{MetricSample, NodeDetail, WorkerState};
 
 use super::{shown_status, FleetSnapshot};
@@ -35,34 +36,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else if v < 10.0 {
-        format!("{v:.1}{}", UNITS[unit])
-    } else {
-        format!("{v:.0}{}", UNITS[unit])
-    }
-}
-
-/// `3s ago`, as the page's script also writes it every second.
-pub fn ago(at: f64, now: f64) -> String {
-    let s = (now - at).max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86_399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
 }
 
 /// A `<time>` the page's script keeps ticking. Without `now` (live updates) it is left
