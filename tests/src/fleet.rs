@@ -2,7 +2,6 @@
 //! with its own db, agents with their own state dirs, and a tiny blocking HTTP client.
 //! Every child is killed when its handle drops, so a failing test leaves nothing behind.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,14 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::binary;
-
-/// A port that was free a moment ago (bind port 0, read it, release it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use crate::free_port;
 
 /// A fresh empty directory under the target dir.
 pub fn scratch(name: &str) -> PathBuf {
@@ -64,17 +56,7 @@ impl Proc {
 
     /// SIGTERM, then the exit code (None if it did not exit within `limit`).
     pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        crate::terminate(&mut self.child, limit)
     }
 }
 

@@ -1,14 +1,13 @@
 //! A real `pifleet-orchestrator` process on a free loopback port, with its own database
 //! in a fresh directory; killed on drop.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::binary;
+use crate::{binary, free_port};
 
 pub struct Orch {
     pub base: String,
@@ -16,13 +15,6 @@ pub struct Orch {
     child: Child,
     agent: ureq::Agent,
     token: Option<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl Orch {
@@ -157,17 +149,7 @@ impl Orch {
 impl Orch {
     /// SIGTERM, then the exit code (None if it did not exit within `limit`).
     pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        crate::terminate(&mut self.child, limit)
     }
 }
 
