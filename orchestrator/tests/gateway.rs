@@ -185,7 +185,8 @@ async fn models_tags_and_errors_in_each_api_shape() {
     let h = gateway_harness(|_| {});
     serving_node(&h, "pi-1").await;
     // A seed worker's models are not the gateway's: it cannot run ollama_api.
-    h.register("seed", json!({"models": ["seed-only:7b"]})).await;
+    h.register("seed", json!({"models": ["seed-only:7b"]}))
+        .await;
     let (s, tags) = h.call("GET", "/api/tags", None).await;
     assert_eq!(s, StatusCode::OK);
     let names: Vec<&str> = tags["models"]
@@ -212,9 +213,20 @@ async fn models_tags_and_errors_in_each_api_shape() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(e["error"]["code"], "model_not_found", "{e}");
-    let (s, e) = json_of(Call::start(&h, "/api/chat", json!({"model": "nope"}), &[]).head().await).await;
+    let (s, e) = json_of(
+        Call::start(&h, "/api/chat", json!({"model": "nope"}), &[])
+            .head()
+            .await,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(e["error"].as_str().unwrap().starts_with("model \"nope\" not found"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("model \"nope\" not found"),
+        "{e}"
+    );
     let (s, e) = json_of(
         Call::start(&h, "/v1/chat/completions", json!({"model": MODEL}), &[])
             .head()
@@ -222,7 +234,13 @@ async fn models_tags_and_errors_in_each_api_shape() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("messages:"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("messages:"),
+        "{e}"
+    );
     let (s, _) = h.raw("POST", "/api/generate", "{not json").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Nothing was queued for any of them.
@@ -274,7 +292,10 @@ async fn non_streaming_chat_maps_options_and_answers_with_usage() {
     assert_eq!(d["stream"], false);
     assert_eq!(d["request"]["options"]["num_predict"], 20);
     assert_eq!(d["request"]["options"]["seed"], 7);
-    assert_eq!(d["request"]["messages"][0]["content"], "Why is the sky blue?");
+    assert_eq!(
+        d["request"]["messages"][0]["content"],
+        "Why is the sky blue?"
+    );
     let id = task["task_id"].as_str().unwrap();
     let (s, _) = h.result(id, "pi-1", chat_result("Rayleigh.")).await;
     assert_eq!(s, StatusCode::OK);
@@ -325,10 +346,18 @@ async fn chunks_reach_the_client_one_by_one_and_end_with_done() {
 async fn ollama_generate_streams_ndjson_byte_for_byte() {
     let h = gateway_harness(|_| {});
     serving_node(&h, "pi-1").await;
-    let call = Call::start(&h, "/api/generate", json!({"model": MODEL, "prompt": "Hi"}), &[]);
+    let call = Call::start(
+        &h,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Hi"}),
+        &[],
+    );
     let task = take(&h, "pi-1").await;
     assert_eq!(task["data"]["endpoint"], "generate");
-    assert_eq!(task["data"]["request"]["stream"], true, "Ollama streams by default");
+    assert_eq!(
+        task["data"]["request"]["stream"], true,
+        "Ollama streams by default"
+    );
     let up = Upload::open(&h, &task, "pi-1");
     let line = json!({"model": MODEL, "created_at": "t", "response": "Hello", "done": false});
     up.line(line.clone()).await;
@@ -386,7 +415,10 @@ async fn a_stream_that_breaks_before_its_first_chunk_runs_on_another_node() {
     up.line(chat_chunk("Blue")).await;
     up.line(chat_done()).await;
     let all = rest_text(&mut call.head().await.into_body()).await;
-    assert!(all.contains("\"content\":\"Blue\"") && all.ends_with("data: [DONE]\n\n"), "{all}");
+    assert!(
+        all.contains("\"content\":\"Blue\"") && all.ends_with("data: [DONE]\n\n"),
+        "{all}"
+    );
     up.finish().await;
 }
 
@@ -401,38 +433,64 @@ async fn a_chat_that_breaks_mid_stream_is_continued_from_the_partial_reply() {
     up.line(chat_chunk("Rayleigh")).await;
     let mut body = call.head().await.into_body();
     assert!(next_text(&mut body).await.unwrap().contains("Rayleigh"));
+    // The client keeps reading, as clients do; that is what drives the relay.
+    let reader = tokio::spawn(async move { rest_text(&mut body).await });
     up.die().await;
     serving_node(&h, other).await;
     let cont = take(&h, other).await;
-    assert_ne!(cont["task_id"], task["task_id"], "a new task continues the answer");
+    assert_ne!(
+        cont["task_id"], task["task_id"],
+        "a new task continues the answer"
+    );
     let msgs = cont["data"]["request"]["messages"].as_array().unwrap();
-    assert_eq!(msgs.last().unwrap(), &json!({"role": "assistant", "content": "Rayleigh"}));
+    assert_eq!(
+        msgs.last().unwrap(),
+        &json!({"role": "assistant", "content": "Rayleigh"})
+    );
     let up2 = Upload::open(&h, &cont, other);
     up2.line(chat_chunk(" scattering")).await;
     up2.line(chat_done()).await;
-    let rest = rest_text(&mut body).await;
-    assert!(rest.contains(" scattering") && rest.contains("\"done\":true"), "{rest}");
+    let rest = reader.await.unwrap();
+    assert!(
+        rest.contains(" scattering") && rest.contains("\"done\":true"),
+        "{rest}"
+    );
     up2.finish().await;
     let old = h.status(task["task_id"].as_str().unwrap()).await;
     assert_eq!(old["status"], "cancelled");
-    assert!(old["error"].as_str().unwrap().contains("continued as task"), "{old}");
+    assert!(
+        old["error"].as_str().unwrap().contains("continued as task"),
+        "{old}"
+    );
 }
 
 #[tokio::test]
 async fn a_generate_that_breaks_mid_stream_ends_with_an_explicit_error() {
     let h = gateway_harness(|_| {});
     serving_node(&h, "pi-1").await;
-    let call = Call::start(&h, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "stream": true}), &[]);
+    let call = Call::start(
+        &h,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "Hi", "stream": true}),
+        &[],
+    );
     let task = take(&h, "pi-1").await;
     let up = Upload::open(&h, &task, "pi-1");
-    up.line(json!({"model": MODEL, "response": "Hel", "done": false})).await;
+    up.line(json!({"model": MODEL, "response": "Hel", "done": false}))
+        .await;
     let mut body = call.head().await.into_body();
     assert!(next_text(&mut body).await.unwrap().contains("Hel"));
     up.die().await;
     let rest = rest_text(&mut body).await;
-    assert!(rest.contains("\"error\"") && rest.contains("incomplete"), "{rest}");
+    assert!(
+        rest.contains("\"error\"") && rest.contains("incomplete"),
+        "{rest}"
+    );
     assert!(rest.ends_with("data: [DONE]\n\n"));
-    assert!(!rest.contains("finish_reason\":\"stop"), "never looks complete: {rest}");
+    assert!(
+        !rest.contains("finish_reason\":\"stop"),
+        "never looks complete: {rest}"
+    );
 }
 
 #[tokio::test]
@@ -442,11 +500,19 @@ async fn a_request_no_node_takes_in_time_gets_503_with_retry_after() {
     // pi-1 is busy with batch work and never polls again.
     h.submit(json!({"type": "ollama_api", "data": {"model": MODEL, "endpoint": "generate", "request": {}}})).await;
     take(&h, "pi-1").await;
-    let resp = Call::start(&h, "/v1/chat/completions", user_chat(true), &[]).head().await;
+    let resp = Call::start(&h, "/v1/chat/completions", user_chat(true), &[])
+        .head()
+        .await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key("retry-after"));
     let (_, e) = json_of(resp).await;
-    assert!(e["error"]["message"].as_str().unwrap().contains("no node took"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no node took"),
+        "{e}"
+    );
     let q = h.fleet.queue(10);
     assert!(q.pending.is_empty(), "the request left the queue: {q:?}");
 }
@@ -459,20 +525,40 @@ async fn a_gateway_request_goes_ahead_of_a_batch_backlog() {
         h.submit(json!({"type": "ollama_api", "priority": 5, "data": {"model": MODEL, "endpoint": "generate", "request": {}}})).await;
     }
     let busy = take(&h, "pi-1").await;
-    let call = Call::start(&h, "/api/generate", json!({"model": MODEL, "prompt": "Hi", "stream": false}), &[]);
+    let call = Call::start(
+        &h,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Hi", "stream": false}),
+        &[],
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     let id = busy["task_id"].as_str().unwrap();
-    h.result(id, "pi-1", json!({"success": true, "response": {"response": "x", "done": true}})).await;
+    h.result(
+        id,
+        "pi-1",
+        json!({"success": true, "response": {"response": "x", "done": true}}),
+    )
+    .await;
     let next = take(&h, "pi-1").await;
     assert_eq!(next["priority"], 8);
     assert_eq!(next["data"]["request"]["prompt"], "Hi");
     let nid = next["task_id"].as_str().unwrap();
-    h.result(nid, "pi-1", json!({"success": true, "response": {"model": MODEL, "response": "Hello", "done": true}})).await;
+    h.result(
+        nid,
+        "pi-1",
+        json!({"success": true, "response": {"model": MODEL, "response": "Hello", "done": true}}),
+    )
+    .await;
     let (s, v) = json_of(call.head().await).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["response"], "Hello");
     // And the header can ask for less.
-    let call = Call::start(&h, "/api/generate", json!({"model": MODEL, "prompt": "Lo", "stream": false}), &[("x-pifleet-priority", "2")]);
+    let call = Call::start(
+        &h,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Lo", "stream": false}),
+        &[("x-pifleet-priority", "2")],
+    );
     let t = take(&h, "pi-1").await;
     assert_eq!(t["priority"], 5, "the batch backlog first");
     drop(call);

@@ -91,6 +91,7 @@ impl Task {
             "assigned" => TaskState::Assigned,
             "completed" => TaskState::Completed,
             "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
             other => {
                 tracing::warn!(task = %row.id, state = other, "stored task has an unknown state; treating it as pending");
                 TaskState::Pending
@@ -154,7 +155,10 @@ impl Task {
     }
 
     pub fn is_settled(&self) -> bool {
-        matches!(self.state, TaskState::Completed | TaskState::Failed)
+        matches!(
+            self.state,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 
     /// True while `worker` holds `attempt` of this task.

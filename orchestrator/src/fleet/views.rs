@@ -187,17 +187,38 @@ impl Fleet {
 
     /// Every node, sorted by id, as operators see it.
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.lock().nodes.values().map(Node::view).collect()
+        let mut views: Vec<NodeView> = self.lock().nodes.values().map(Node::view).collect();
+        self.mark_streaming(views.iter_mut());
+        views
     }
 
     /// One node with its recent metric history (oldest first).
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
-        self.lock().nodes.get(id).map(Node::detail)
+        let mut d = self.lock().nodes.get(id).map(Node::detail)?;
+        self.mark_streaming(std::iter::once(&mut d.node));
+        Some(d)
     }
 
     /// Every node with its recent metric history, sorted by id.
     pub fn node_details(&self) -> Vec<NodeDetail> {
-        self.lock().nodes.values().map(Node::detail).collect()
+        let mut details: Vec<NodeDetail> = self.lock().nodes.values().map(Node::detail).collect();
+        self.mark_streaming(details.iter_mut().map(|d| &mut d.node));
+        details
+    }
+
+    /// Which gateway answers each node is streaming now (read after the fleet's lock).
+    fn mark_streaming<'a>(&self, views: impl Iterator<Item = &'a mut NodeView>) {
+        let streaming = self.shared.streams.streaming();
+        if streaming.is_empty() {
+            return;
+        }
+        for v in views {
+            v.streaming = streaming
+                .iter()
+                .filter(|(_, w)| *w == v.worker_id)
+                .map(|(t, _)| t.clone())
+                .collect();
+        }
     }
 
     /// Pending tasks per priority (ready and in retry backoff); kept as tasks move, so

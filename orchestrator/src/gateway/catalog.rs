@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use pifleet_protocol::{task_type, NodeView, WorkerState};
 use serde_json::{json, Value};
 
-use crate::scheduler::canonical_model;
+use crate::fleet::placement::canonical_model;
 
 /// Nodes that can run a gateway request now (alive, and they offer `ollama_api`).
 fn serving(nodes: &[NodeView]) -> impl Iterator<Item = &NodeView> {

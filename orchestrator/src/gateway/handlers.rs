@@ -46,15 +46,25 @@ pub async fn no_route(req: Request) -> GatewayError {
 
 fn body_json(api: Api, body: Result<Bytes, BytesRejection>) -> Result<Value, GatewayError> {
     let bytes = body.map_err(|e| {
-        GatewayError::new(api, e.status(), format!("body: could not be read: {}", e.body_text()))
+        GatewayError::new(
+            api,
+            e.status(),
+            format!("body: could not be read: {}", e.body_text()),
+        )
     })?;
     if bytes.trim_ascii().is_empty() {
-        return Err(GatewayError::bad_request(api, "body: expected a JSON object, got an empty body"));
+        return Err(GatewayError::bad_request(
+            api,
+            "body: expected a JSON object, got an empty body",
+        ));
     }
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::bad_request(api, format!("body: invalid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(GatewayError::bad_request(api, "body: expected a JSON object"));
+        return Err(GatewayError::bad_request(
+            api,
+            "body: expected a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -254,14 +264,24 @@ fn ollama_job(
         "chat" | "generate" => match body.get("stream") {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(GatewayError::bad_request(api, "stream: expected true or false")),
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    api,
+                    "stream: expected true or false",
+                ))
+            }
         },
         _ => false,
     };
     match endpoint {
         "chat" => match body.get("messages") {
             None | Some(Value::Null) | Some(Value::Array(_)) => {}
-            Some(_) => return Err(GatewayError::bad_request(api, "messages: expected an array")),
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    api,
+                    "messages: expected an array",
+                ))
+            }
         },
         "generate" => match body.get("prompt") {
             None | Some(Value::Null) | Some(Value::String(_)) => {}
@@ -390,7 +410,9 @@ impl Relay {
         if !self.recorded {
             self.recorded = true;
             let api = self.stream_api();
-            self.gw.metrics.request(api, self.stream_endpoint(), outcome);
+            self.gw
+                .metrics
+                .request(api, self.stream_endpoint(), outcome);
         }
     }
 

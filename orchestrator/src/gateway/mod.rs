@@ -33,8 +33,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 
+use crate::fleet::Fleet;
 use crate::http::AppState;
-use crate::state::Fleet;
 use error::{Api, GatewayError};
 
 /// Gateway requests run ahead of batch work submitted at the seed's default 5.
@@ -71,15 +71,15 @@ pub struct Gateway {
 
 /// The gateway's routes, to merge into the main router (with the client routes' auth
 /// done here, in each API's error shape).
-pub fn router(state: &AppState, gw: Gateway) -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     handlers::routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
-        .layer(Extension(gw))
+        .layer(Extension(state.gateway.clone()))
 }
 
 /// The dedicated listener's app: the gateway only, plus Ollama's `GET /` answer.
-pub fn listener_app(state: AppState, gw: Gateway) -> Router {
-    router(&state, gw)
+pub fn listener_app(state: AppState) -> Router {
+    router(&state)
         .route("/", get(ollama_is_running).head(ollama_is_running))
         .fallback(handlers::no_route)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
@@ -107,7 +107,8 @@ async fn require_key(
     next: Next,
 ) -> Result<Response, GatewayError> {
     if req.method() != Method::OPTIONS {
-        if let Err(e) = crate::http::check_bearer(req.headers(), s.tokens.client.as_deref(), "client")
+        if let Err(e) =
+            crate::http::check_bearer(req.headers(), s.tokens.client.as_deref(), "client")
         {
             let api = api_of(req.uri().path());
             return Err(GatewayError::unauthorized(

@@ -46,7 +46,10 @@ fn number(obj: &Map<String, Value>, key: &str) -> Result<Option<Value>, GatewayE
     match field(obj, key) {
         None => Ok(None),
         Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
-        Some(other) => Err(bad(format!("{key}: expected a number, got {}", kind(other)))),
+        Some(other) => Err(bad(format!(
+            "{key}: expected a number, got {}",
+            kind(other)
+        ))),
     }
 }
 
@@ -137,7 +140,9 @@ fn content(i: usize, v: Option<&Value>) -> Result<(String, Vec<Value>), GatewayE
             let mut images = Vec::new();
             for (j, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push_str(p.get("text").and_then(Value::as_str).unwrap_or("")),
+                    Some("text") => {
+                        text.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
                     Some("image_url") => {
                         let url = p
                             .get("image_url")
@@ -192,7 +197,11 @@ pub fn chat_request(body: &Value, model: &str, stream: bool) -> Result<Value, Ga
             Some(Value::String(r)) => r.clone(),
             _ => return Err(bad(format!("messages[{i}].role: missing"))),
         };
-        let role = if role == "developer" { "system".into() } else { role };
+        let role = if role == "developer" {
+            "system".into()
+        } else {
+            role
+        };
         let (text, images) = content(i, mo.get("content"))?;
         let mut om = Map::new();
         om.insert("role".into(), role.into());
@@ -228,10 +237,7 @@ fn response_format(obj: &Map<String, Value>) -> Result<Option<Value>, GatewayErr
     };
     match rf.get("type").and_then(Value::as_str) {
         Some("json_object") => Ok(Some(json!("json"))),
-        Some("json_schema") => Ok(rf
-            .get("json_schema")
-            .and_then(|s| s.get("schema"))
-            .cloned()),
+        Some("json_schema") => Ok(rf.get("json_schema").and_then(|s| s.get("schema")).cloned()),
         Some("text") | None => Ok(None),
         Some(other) => Err(bad(format!(
             "response_format.type: expected text, json_object or json_schema, got \"{other}\""
@@ -252,7 +258,12 @@ pub fn completion_request(body: &Value, model: &str, stream: bool) -> Result<Val
                 "prompt: only one prompt per request is supported (a string)".into(),
             ))
         }
-        Some(other) => return Err(bad(format!("prompt: expected a string, got {}", kind(other)))),
+        Some(other) => {
+            return Err(bad(format!(
+                "prompt: expected a string, got {}",
+                kind(other)
+            )))
+        }
         None => return Err(bad("prompt: missing".into())),
     };
     let mut req = json!({
@@ -316,7 +327,10 @@ fn finish_reason(v: &Value) -> &'static str {
 
 /// OpenAI's usage object from Ollama's counts.
 pub fn usage(v: &Value) -> Value {
-    let p = v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+    let p = v
+        .get("prompt_eval_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     let c = v.get("eval_count").and_then(Value::as_u64).unwrap_or(0);
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
@@ -364,7 +378,10 @@ fn tool_calls(v: &Value) -> Option<Value> {
 
 /// A whole Ollama `/api/chat` answer as a `chat.completion`.
 pub fn chat_response(meta: &Meta, v: &Value) -> Value {
-    let text = v.pointer("/message/content").and_then(Value::as_str).unwrap_or("");
+    let text = v
+        .pointer("/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut message = json!({"role": "assistant", "content": text});
     if let Some(tc) = tool_calls(v) {
         message["tool_calls"] = tc;
@@ -413,7 +430,10 @@ pub fn embeddings_response(model: &str, v: &Value, base64: bool) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let p = v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+    let p = v
+        .get("prompt_eval_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     json!({
         "object": "list",
         "data": data,
@@ -496,7 +516,10 @@ impl SseShaper {
     /// One streamed Ollama object (not `done`) as zero or one event.
     pub fn chunk(&mut self, v: &Value) -> Option<Vec<u8>> {
         if self.chat {
-            let text = v.pointer("/message/content").and_then(Value::as_str).unwrap_or("");
+            let text = v
+                .pointer("/message/content")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let mut delta = json!({"content": text});
             if !self.role_sent {
                 delta["role"] = json!("assistant");
@@ -574,7 +597,10 @@ mod tests {
         assert_eq!(r["stream"], true);
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": 7, "max_completion_tokens": 9});
-        assert_eq!(chat_request(&body, "m", false).unwrap()["options"]["num_predict"], 9);
+        assert_eq!(
+            chat_request(&body, "m", false).unwrap()["options"]["num_predict"],
+            9
+        );
     }
 
     #[test]

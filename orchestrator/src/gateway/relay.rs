@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use super::error::{Api, GatewayError};
 use super::Gateway;
-use crate::state::{committed, NewTask};
-use crate::stream::{Listener, StreamEvent};
+use crate::fleet::stream::{Listener, StreamEvent};
+use crate::fleet::{committed, NewTask};
 
 /// Continuations of one answer after streams that broke mid-way; then an error.
 const MAX_CONTINUATIONS: u32 = 2;
@@ -46,9 +46,10 @@ pub struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.finished {
-            self.gw
-                .fleet
-                .cancel(&self.id, "the client hung up before the answer was complete");
+            self.gw.fleet.cancel(
+                &self.id,
+                "the client hung up before the answer was complete",
+            );
         }
     }
 }
@@ -85,9 +86,13 @@ pub async fn submit(gw: &Gateway, job: &Job) -> Result<Running, GatewayError> {
         listener,
         finished: false,
     };
-    committed(commit)
-        .await
-        .map_err(|e| GatewayError::new(job.api, e.status(), e.to_string()))?;
+    committed(commit).await.map_err(|e| {
+        GatewayError::new(
+            job.api,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable, the request was not queued: {e}"),
+        )
+    })?;
     Ok(running)
 }
 
@@ -152,10 +157,10 @@ fn finish_whole(gw: &Gateway, job: &Job, running: &mut Running) -> Result<Value,
 
 /// What one step of a stream produced.
 pub enum Piece {
-    /// A streamed Ollama object (not the final one).
-    Chunk(Value),
-    /// The final Ollama object, with the statistics.
-    Done(Value),
+    /// A streamed Ollama object (not the final one), and its line as the node sent it.
+    Chunk(Value, Option<Bytes>),
+    /// The final Ollama object, with the statistics (and its line, when streamed).
+    Done(Value, Option<Bytes>),
     /// The answer cannot be completed.
     Failed(GatewayError),
 }
@@ -168,6 +173,8 @@ pub struct Stream {
     deadline: Instant,
     /// Some attempt opened its stream (the request left the queue).
     opened: bool,
+    /// The attempt streaming now; a break of an older one is old news.
+    attempt: u32,
     /// Chunks relayed to the client so far, and their text (for a continuation).
     pub relayed: u64,
     partial: String,
@@ -198,6 +205,7 @@ impl Stream {
             job,
             running,
             opened: false,
+            attempt: 0,
             relayed: 0,
             partial: String::new(),
             continuations: 0,
@@ -209,6 +217,14 @@ impl Stream {
 
     pub fn task_id(&self) -> &str {
         &self.running.id
+    }
+
+    pub fn endpoint(&self) -> &'static str {
+        self.job.endpoint
+    }
+
+    pub fn model(&self) -> &str {
+        &self.job.model
     }
 
     pub fn created(&self) -> f64 {
@@ -229,9 +245,7 @@ impl Stream {
             }
             let waiting = !self.opened && self.relayed == 0;
             let wake = {
-                let Some(listener) = self.running.listener.as_mut() else {
-                    return None;
-                };
+                let listener = self.running.listener.as_mut()?;
                 let settle = async {
                     match self.settled_rx.as_mut() {
                         Some(rx) => {
@@ -273,8 +287,9 @@ impl Stream {
         let api = self.job.api;
         match wake {
             Wake::Event(None) => self.fail(GatewayError::upstream(api, "the stream was replaced")),
-            Wake::Event(Some(StreamEvent::Opened { .. })) => {
+            Wake::Event(Some(StreamEvent::Opened { attempt, .. })) => {
                 self.opened = true;
+                self.attempt = attempt;
                 None
             }
             Wake::Event(Some(StreamEvent::Line(line))) => self.line(&line),
@@ -283,6 +298,9 @@ impl Stream {
                 None
             }
             Wake::Event(Some(StreamEvent::Broken { attempt, reason })) => {
+                if attempt < self.attempt {
+                    return None;
+                }
                 self.broken(attempt, reason)
             }
             Wake::Deadline => {
@@ -319,8 +337,15 @@ impl Stream {
         };
         if let Some(err) = v.get("error") {
             let msg = err.as_str().map_or_else(|| err.to_string(), str::to_string);
-            // The agent reports this failure as the task's result.
-            return self.fail(GatewayError::upstream(api, msg));
+            if self.relayed == 0 {
+                // Nothing reached the client: the agent's result decides (a retryable
+                // failure runs again, elsewhere; a final one fails the request).
+                tracing::info!(task = %self.running.id, error = %msg, "Ollama failed before the first chunk");
+                return None;
+            }
+            // Mid-answer: like a broken stream (continue, or end with the error).
+            let attempt = self.attempt;
+            return self.broken(attempt, format!("Ollama failed: {msg}"));
         }
         self.opened = true;
         if self.first_chunk.is_none() {
@@ -335,9 +360,9 @@ impl Stream {
         self.partial.push_str(text);
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.close();
-            return Some(Piece::Done(v));
+            return Some(Piece::Done(v, Some(line.clone())));
         }
-        Some(Piece::Chunk(v))
+        Some(Piece::Chunk(v, Some(line.clone())))
     }
 
     /// The task settled while we listened: relay what is still queued, then its outcome.
@@ -360,7 +385,7 @@ impl Stream {
                     // whole answer is in the result.
                     Some(v) if self.relayed == 0 => {
                         self.close();
-                        Some(Piece::Done(v))
+                        Some(Piece::Done(v, None))
                     }
                     _ => self.fail(GatewayError::upstream(
                         api,
@@ -379,9 +404,8 @@ impl Stream {
         let api = self.job.api;
         if self.relayed == 0 {
             // Nothing reached the client: another node can start afresh.
-            self.gw
-                .fleet
-                .retry_attempt(&self.running.id, attempt, &format!("its stream broke: {reason}"));
+            tracing::info!(task = %self.running.id, attempt, %reason, "stream broke before its first chunk; retrying");
+            self.gw.fleet.retry_attempt(&self.running.id, attempt);
             self.opened = false;
             self.ended = false;
             self.deadline = Instant::now() + self.gw.cfg.queue_timeout;
@@ -395,9 +419,13 @@ impl Stream {
                     self.relayed
                 ),
             );
-            self.gw
-                .fleet
-                .cancel(&self.running.id, "its stream broke after chunks were sent");
+            self.gw.fleet.cancel(
+                &self.running.id,
+                &format!(
+                    "its stream broke after {} chunks ({reason}); the client got an error",
+                    self.relayed
+                ),
+            );
             return self.fail(e);
         }
         // Chat: ask another node to continue the partial reply.
@@ -428,7 +456,10 @@ impl Stream {
         let listener = gw.fleet.streams().listen(&id);
         gw.fleet.cancel(
             &old,
-            &format!("its stream broke after {} chunks ({reason}); continued as task {id}", self.relayed),
+            &format!(
+                "its stream broke after {} chunks ({reason}); continued as task {id}",
+                self.relayed
+            ),
         );
         self.running.settled();
         self.running = Running {
@@ -439,6 +470,7 @@ impl Stream {
             finished: false,
         };
         self.opened = false;
+        self.attempt = 0;
         self.ended = false;
         self.settled_rx = gw.fleet.watch_settled(&self.running.id);
         self.settled_fired = self.settled_rx.is_none();

@@ -221,6 +221,7 @@ mod tests {
                 current_tasks: vec![],
                 tasks_completed: 0,
                 tasks_failed: 0,
+                streaming: vec![],
             },
             history: vec![],
         }

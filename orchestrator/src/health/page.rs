@@ -463,6 +463,7 @@ mod tests {
                 current_tasks: vec![],
                 tasks_completed: 1,
                 tasks_failed: 0,
+                streaming: vec![],
             },
             history: (0..3)
                 .map(|i| MetricSample {

@@ -105,7 +105,11 @@ async fn undrain(State(s): State<AppState>, Id(id): Id) -> Result<Json<NodeView>
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {
-    let text = metrics::render(&metrics_snapshot(&s.fleet), s.fleet.histograms());
+    let text = metrics::render(
+        &metrics_snapshot(&s.fleet),
+        s.fleet.histograms(),
+        Some(&s.gateway.metrics),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -179,7 +179,11 @@ impl StreamHub {
         inner
             .slots
             .iter()
-            .filter_map(|(t, s)| s.current.as_ref().map(|c| (t.to_string(), c.worker.clone())))
+            .filter_map(|(t, s)| {
+                s.current
+                    .as_ref()
+                    .map(|c| (t.to_string(), c.worker.clone()))
+            })
             .collect()
     }
 
