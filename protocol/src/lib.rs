@@ -523,6 +523,16 @@ pub struct TaskOutcome {
     pub load_duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
+    /// Ollama's `prompt_eval_duration` and `eval_duration` in ms: how long reading the
+    /// prompt and generating took, apart from loading the model (placement's speed figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_eval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_ms: Option<u64>,
+    /// For [`task_type::OLLAMA_API`]: the body Ollama returns with `stream: false` for
+    /// that endpoint (for chat and generate the aggregated text plus the final statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }
