@@ -183,6 +183,7 @@ impl Node {
         NodeDetail {
             node: self.view(),
             history: self.history.iter().cloned().collect(),
+            thresholds: None,
         }
     }
 

@@ -33,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{shown_status, FleetSnapshot};
+use super::FleetSnapshot;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::telemetry::Histograms;
 
@@ -125,7 +125,7 @@ pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics
     for d in &s.nodes {
         let n = &d.node;
         let l = node_label(&n.worker_id);
-        let status = shown_status(n);
+        let status = n.shown_status();
         up.get_or_create(&l)
             .set(bool_f(status != pifleet_protocol::WorkerState::Dead));
         draining.get_or_create(&l).set(bool_f(n.draining));
@@ -246,6 +246,7 @@ mod tests {
                     streaming: vec![],
                 },
                 history: vec![],
+                thresholds: None,
             }],
             pending_by_priority: [(7u8, 3u64)].into_iter().collect(),
             tasks: TaskCounts {
@@ -255,6 +256,7 @@ mod tests {
                 ..Default::default()
             },
             recent_failures: vec![],
+            thresholds: Default::default(),
         };
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);
