@@ -122,12 +122,14 @@ mod tests {
 
     #[test]
     fn a_long_wait_outranks_a_higher_priority() {
-        // Each level is worth AGING_S of waiting: five levels down, six minutes earlier.
+        // Each level is worth AGING_S of waiting: five levels down, six minutes earlier
+        // is ahead; five levels down, four minutes earlier is still behind.
         let q = queued(&[
             task(1, 9, 1000.0, json!({})),
             task(2, 4, 1000.0 - 6.0 * AGING_S, json!({})),
+            task(3, 4, 1000.0 - 4.0 * AGING_S, json!({})),
         ]);
-        assert_eq!(order(&q), ["t2", "t1"]);
+        assert_eq!(order(&q), ["t2", "t1", "t3"]);
     }
 
     #[test]
