@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod store;
 pub mod telemetry;
 
