@@ -1528,6 +1528,7 @@ fn entry(t: &Task, pending_reason: Option<String>) -> QueueEntry {
         attempts: t.attempt,
         created_at: t.created_at,
         pending_reason,
+        assigned_at: t.assigned_at.filter(|_| t.state == TaskState::Assigned),
     }
 }
 
