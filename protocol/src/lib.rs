@@ -52,6 +52,22 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Server-sent events for the status page: the fleet, pushed on every change.
     pub const EVENTS: &str = "/api/events";
+    /// The status page.
+    pub const PAGE: &str = "/";
+
+    /// Route patterns as the servers' routers spell them (`{id}` is one path segment).
+    /// Clients fill them with [`crate::worker_path`], [`crate::task_path`] and
+    /// [`crate::node_path`].
+    pub mod routes {
+        pub const TASK_STATUS: &str = "/api/tasks/status/{id}";
+        pub const TASK_RESULT: &str = "/api/tasks/{id}/result";
+        pub const WORKER_HEARTBEAT: &str = "/api/workers/{id}/heartbeat";
+        pub const WORKER_TASKS: &str = "/api/workers/{id}/tasks";
+        pub const WORKER_UNREGISTER: &str = "/api/workers/{id}/unregister";
+        pub const NODE: &str = "/api/nodes/{id}";
+        pub const NODE_DRAIN: &str = "/api/nodes/{id}/drain";
+        pub const NODE_UNDRAIN: &str = "/api/nodes/{id}/undrain";
+    }
 }
 
 /// `/api/nodes/{id}` (no action) or `/api/nodes/{id}/{action}` (`drain`, `undrain`).
@@ -528,6 +544,16 @@ pub struct TaskOutcome {
     pub load_duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
+    /// Ollama's `prompt_eval_duration` and `eval_duration` in ms: how long reading the
+    /// prompt and generating took, apart from loading the model (placement's speed figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_eval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_ms: Option<u64>,
+    /// For [`task_type::OLLAMA_API`]: the body Ollama returns with `stream: false` for
+    /// that endpoint (for chat and generate the aggregated text plus the final statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }
@@ -670,6 +696,19 @@ pub struct WorkerCounts {
     pub dead: u64,
 }
 
+impl WorkerCounts {
+    /// Counts one node in `status` (and in the total).
+    pub fn count(&mut self, status: WorkerState) {
+        self.total += 1;
+        match status {
+            WorkerState::Online => self.online += 1,
+            WorkerState::Busy => self.busy += 1,
+            WorkerState::Draining => self.draining += 1,
+            WorkerState::Dead => self.dead += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskCounts {
     pub total: u64,
@@ -722,10 +761,78 @@ pub struct NodeView {
     pub tasks_failed: u64,
 }
 
+impl NodeView {
+    /// The status a node shows everywhere (page, CLI, metrics): draining wins over
+    /// online and busy, dead over everything.
+    pub fn shown_status(&self) -> WorkerState {
+        if self.draining && self.status != WorkerState::Dead {
+            WorkerState::Draining
+        } else {
+            self.status
+        }
+    }
+}
+
+impl From<NodeView> for NodeDetail {
+    /// A node without its history.
+    fn from(node: NodeView) -> Self {
+        NodeDetail {
+            node,
+            history: Vec::new(),
+            thresholds: None,
+        }
+    }
+}
+
+/// The temperatures the orchestrator schedules by, sent with the node views so the page
+/// and the CLI mark nodes warm and hot at the configured values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// At or above this a node only gets work no cooler node can take (warm).
+    pub soft_temp_c: f32,
+    /// At or above this a node gets no new work (hot).
+    pub hard_temp_c: f32,
+}
+
+impl Default for Thresholds {
+    /// The orchestrator's defaults, for an orchestrator that does not send them.
+    fn default() -> Self {
+        Thresholds {
+            soft_temp_c: 80.0,
+            hard_temp_c: 85.0,
+        }
+    }
+}
+
+/// How a temperature compares with the [`Thresholds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heat {
+    Cool,
+    /// At or above the soft limit.
+    Warm,
+    /// At or above the hard limit.
+    Hot,
+}
+
+impl Thresholds {
+    pub fn heat(&self, temp_c: f32) -> Heat {
+        if temp_c >= self.hard_temp_c {
+            Heat::Hot
+        } else if temp_c >= self.soft_temp_c {
+            Heat::Warm
+        } else {
+            Heat::Cool
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodesResponse {
     pub nodes: Vec<NodeView>,
     pub total: u64,
+    /// Absent from orchestrators before thresholds were sent: use the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
 /// One point of a node's recent history (a bounded ring of heartbeats).
@@ -747,6 +854,9 @@ pub struct NodeDetail {
     #[serde(flatten)]
     pub node: NodeView,
     pub history: Vec<MetricSample>,
+    /// Sent by `GET /api/nodes/{id}`; absent inside lists that carry them once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{shown_status, FleetSnapshot};
+use super::FleetSnapshot;
 use crate::telemetry::Histograms;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
@@ -124,7 +124,7 @@ pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
     for d in &s.nodes {
         let n = &d.node;
         let l = node_label(&n.worker_id);
-        let status = shown_status(n);
+        let status = n.shown_status();
         up.get_or_create(&l)
             .set(bool_f(status != pifleet_protocol::WorkerState::Dead));
         draining.get_or_create(&l).set(bool_f(n.draining));
@@ -241,6 +241,7 @@ mod tests {
                     tasks_failed: 0,
                 },
                 history: vec![],
+                thresholds: None,
             }],
             pending_by_priority: [(7u8, 3u64)].into_iter().collect(),
             tasks: TaskCounts {
@@ -250,6 +251,7 @@ mod tests {
                 ..Default::default()
             },
             recent_failures: vec![],
+            thresholds: Default::default(),
         };
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);
