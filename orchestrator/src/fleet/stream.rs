@@ -42,6 +42,9 @@ struct Current {
 
 struct Slot {
     tx: mpsc::Sender<StreamEvent>,
+    /// Set when the client got the whole answer: the feed then drains its body and
+    /// answers 200, so the agent reports its result as usual.
+    complete: Arc<std::sync::atomic::AtomicBool>,
     current: Option<Current>,
     /// Distinguishes a reopened listener for the same task from the one it replaced.
     generation: u64,
@@ -76,6 +79,7 @@ pub struct Feed {
     tx: mpsc::Sender<StreamEvent>,
     stop: Arc<Notify>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a feed cannot go on.
@@ -103,6 +107,7 @@ impl StreamHub {
             task.clone(),
             Slot {
                 tx,
+                complete: Arc::default(),
                 current: None,
                 generation,
             },
@@ -141,6 +146,7 @@ impl StreamHub {
             stopped: stopped.clone(),
         });
         let tx = slot.tx.clone();
+        let complete = slot.complete.clone();
         drop(inner);
         if let Some(c) = old {
             stop_current(&c);
@@ -152,6 +158,7 @@ impl StreamHub {
             tx,
             stop,
             stopped,
+            complete,
         })
     }
 
@@ -232,6 +239,19 @@ impl Listener {
         self.rx.recv().await
     }
 
+    /// The client has the whole answer: the feed may finish its body in peace (what it
+    /// still sends is dropped) and the agent reports its result.
+    pub fn finish(self) {
+        let mut inner = self.hub.lock();
+        if let Some(slot) = inner.slots.get(&self.task) {
+            if slot.generation == self.generation {
+                slot.complete
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                inner.slots.remove(&self.task);
+            }
+        }
+    }
+
     /// An event already waiting, without blocking.
     pub fn try_recv(&mut self) -> Option<StreamEvent> {
         self.rx.try_recv().ok()
@@ -258,8 +278,14 @@ impl Drop for Listener {
 }
 
 impl Feed {
+    fn is_complete(&self) -> bool {
+        self.complete.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn check(&self) -> Result<(), FeedClosed> {
-        if self.tx.is_closed() {
+        if self.is_complete() {
+            Ok(())
+        } else if self.tx.is_closed() {
             Err(FeedClosed::ClientGone)
         } else if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             Err(FeedClosed::Stopped)
@@ -284,6 +310,9 @@ impl Feed {
 
     async fn send(&self, ev: StreamEvent) -> Result<(), FeedClosed> {
         self.check()?;
+        if self.is_complete() {
+            return Ok(());
+        }
         tokio::select! {
             sent = self.tx.send(ev) => sent.map_err(|_| FeedClosed::ClientGone),
             _ = self.stop.notified() => Err(FeedClosed::Stopped),
@@ -293,11 +322,21 @@ impl Feed {
     /// Resolves when the feed must stop: the client hung up or the attempt was revoked.
     /// Used while waiting for the agent's next bytes.
     pub async fn closed(&self) -> FeedClosed {
+        if self.is_complete() {
+            // Nothing can stop a finished answer; the body's end is what we wait for.
+            return std::future::pending().await;
+        }
         if let Err(why) = self.check() {
             return why;
         }
         tokio::select! {
-            _ = self.tx.closed() => FeedClosed::ClientGone,
+            _ = self.tx.closed() => {
+                if self.is_complete() {
+                    // The client went away because it has everything.
+                    return std::future::pending().await;
+                }
+                FeedClosed::ClientGone
+            }
             _ = self.stop.notified() => FeedClosed::Stopped,
         }
     }

@@ -359,7 +359,10 @@ impl Stream {
             .unwrap_or("");
         self.partial.push_str(text);
         if v.get("done").and_then(Value::as_bool) == Some(true) {
-            self.close();
+            self.running.settled();
+            if let Some(l) = self.running.listener.take() {
+                l.finish();
+            }
             return Some(Piece::Done(v, Some(line.clone())));
         }
         Some(Piece::Chunk(v, Some(line.clone())))
