@@ -168,6 +168,9 @@ impl Task {
             attempts: self.attempt,
             created_at: self.created_at,
             pending_reason,
+            assigned_at: self
+                .assigned_at
+                .filter(|_| self.state == TaskState::Assigned),
         }
     }
 }
