@@ -50,12 +50,16 @@ pub enum RunError {
     Thread(std::io::Error),
     #[error("serve HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] store::lock::LockError),
 }
 
 /// A loaded orchestrator, not yet serving: tests take its [`Fleet`] to drive time.
 pub struct Orchestrator {
     pub state: AppState,
     tick_s: f64,
+    /// Held until [`Orchestrator::serve`] returns: one orchestrator per database file.
+    lock: Option<store::lock::DbLock>,
 }
 
 impl Orchestrator {
@@ -80,16 +84,27 @@ impl Orchestrator {
                 max_body_bytes: config.max_body_bytes,
             },
             tick_s: config.tick_s,
+            lock: None,
         })
     }
 
     /// Opens the store the configuration names.
+    /// Opens the store the configuration names; a database file is locked first, so a
+    /// second orchestrator on the same file refuses to start.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
-        let store: Box<dyn Store> = match &config.db {
-            DbLocation::File(path) => Box::new(SqliteStore::open(path, config.durability)?),
-            DbLocation::Memory => Box::new(MemoryStore::new()),
+        let (store, lock): (Box<dyn Store>, _) = match &config.db {
+            DbLocation::File(path) => {
+                let lock = store::lock::DbLock::acquire(path)?;
+                (
+                    Box::new(SqliteStore::open(path, config.durability)?),
+                    Some(lock),
+                )
+            }
+            DbLocation::Memory => (Box::new(MemoryStore::new()), None),
         };
-        Orchestrator::open(config, store, Arc::new(SystemClock))
+        let mut orchestrator = Orchestrator::open(config, store, Arc::new(SystemClock))?;
+        orchestrator.lock = lock;
+        Ok(orchestrator)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -130,7 +145,11 @@ impl Orchestrator {
             }
         };
         let app = self.router();
-        drop(self);
+        // Released only after the final flush below, when nothing writes any more.
+        let Orchestrator {
+            state, lock: _lock, ..
+        } = self;
+        drop(state);
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(on_shutdown)
             .await;
