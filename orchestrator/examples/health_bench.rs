@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use pifleet_orchestrator::clock::SystemClock;
 use pifleet_orchestrator::config::Config;
+use pifleet_orchestrator::fleet::NewTask;
 use pifleet_orchestrator::health::{events, metrics, page, routes};
-use pifleet_orchestrator::state::NewTask;
 use pifleet_orchestrator::store::MemoryStore;
 use pifleet_orchestrator::Orchestrator;
 use pifleet_protocol::{Capabilities, HeartbeatRequest, LoadedModel, NodeMetrics, RegisterRequest};

@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::fleet::{Limits, Thermal};
 use crate::http::Tokens;
-use crate::scheduler::Thermal;
-use crate::state::Limits;
 use crate::store::sqlite::Durability;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";

@@ -21,6 +21,7 @@
 //! | `GET /api/nodes`, `GET /api/nodes/{id}`| -                   | [`NodesResponse`], [`NodeDetail`] |
 //! | `POST /api/nodes/{id}/drain`, `/undrain` | -                 | [`NodeView`]             |
 //! | `GET /api/events`                      | -                   | `text/event-stream`      |
+//! | `POST /api/tasks/{id}/stream?worker_id=W&attempt=N` | NDJSON chunks ([`OllamaApiTask`]) | `{"status":"ok"}` |
 //! | `GET /metrics`                         | -                   | Prometheus text format   |
 //!
 //! Errors are always `{"error": "..."}` ([`ErrorResponse`]) with a 4xx/5xx status.
@@ -63,6 +64,16 @@ pub fn worker_path(worker_id: &str, action: &str) -> String {
     format!("/api/workers/{}/{}", encode_segment(worker_id), action)
 }
 
+/// `/api/tasks/{id}/stream?worker_id=W&attempt=N`: where an agent streams the chunks of an
+/// [`task_type::OLLAMA_API`] task with `stream: true` (chunked NDJSON body, worker auth).
+pub fn stream_path(task_id: &str, worker_id: &str, attempt: u32) -> String {
+    format!(
+        "{}?worker_id={}&attempt={attempt}",
+        task_path(task_id, "stream"),
+        encode_segment(worker_id)
+    )
+}
+
 /// `/api/tasks/{id}/{action}`.
 pub fn task_path(task_id: &str, action: &str) -> String {
     format!("/api/tasks/{}/{}", encode_segment(task_id), action)
@@ -89,6 +100,10 @@ pub mod task_type {
     pub const EVOLUTION_CROSSOVER: &str = "evolution_crossover";
     pub const EVOLUTION_MUTATION: &str = "evolution_mutation";
     pub const CODE_GENERATION: &str = "code_generation";
+    /// A request to the node's Ollama API made through the orchestrator's gateway. Data:
+    /// [`crate::OllamaApiTask`]. Only nodes that list it in `capabilities.task_types` get
+    /// one (a seed worker could not run it).
+    pub const OLLAMA_API: &str = "ollama_api";
     pub const ALL: [&str; 4] = [
         AGENT_ACTION,
         EVOLUTION_CROSSOVER,
@@ -96,7 +111,7 @@ pub mod task_type {
         CODE_GENERATION,
     ];
     /// Types that run on an LLM and so need `data.model` to be present on the node.
-    pub const NEEDS_MODEL: [&str; 2] = [AGENT_ACTION, CODE_GENERATION];
+    pub const NEEDS_MODEL: [&str; 3] = [AGENT_ACTION, CODE_GENERATION, OLLAMA_API];
 }
 
 /// Lowest and highest task priority; higher runs first.
@@ -496,6 +511,35 @@ pub struct TaskOutcome {
     pub extra: serde_json::Map<String, Value>,
 }
 
+/// The Ollama endpoints an [`task_type::OLLAMA_API`] task may call.
+pub mod ollama_endpoint {
+    pub const CHAT: &str = "chat";
+    pub const GENERATE: &str = "generate";
+    pub const EMBED: &str = "embed";
+    pub const SHOW: &str = "show";
+    pub const ALL: [&str; 4] = [CHAT, GENERATE, EMBED, SHOW];
+}
+
+/// The `data` of an [`task_type::OLLAMA_API`] task: call `POST /api/{endpoint}` on the
+/// node's Ollama with `request` as the body.
+///
+/// With `stream: true` the agent calls Ollama with streaming on and forwards each NDJSON
+/// line, as Ollama wrote it and flushed at once, in ONE chunked
+/// `POST /api/tasks/{id}/stream?worker_id=W&attempt=N` ([`stream_path`]); `200` when the
+/// body ended, `409` (maybe before the body ends) when the attempt is no longer current:
+/// then it drops its Ollama request at once. Either way it reports the result as usual:
+/// [`TaskOutcome`] fields plus `response`, the body Ollama returns with `stream: false`
+/// (aggregated text and Ollama's final statistics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OllamaApiTask {
+    pub model: String,
+    /// One of [`ollama_endpoint::ALL`].
+    pub endpoint: String,
+    pub request: Value,
+    #[serde(default)]
+    pub stream: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultResponse {
     /// `"received"` (or `"duplicate"` when the same attempt was already settled).
@@ -714,6 +758,21 @@ mod tests {
         assert!(m.under_voltage_now());
         assert!(m.throttled_now());
         assert!(!m.soft_temp_limit_now());
+    }
+
+    #[test]
+    fn ollama_api_task_reads_the_contract() {
+        let t: OllamaApiTask = serde_json::from_value(json!({
+            "model": "m", "endpoint": "chat",
+            "request": {"model": "m", "messages": []}, "stream": true
+        }))
+        .unwrap();
+        assert!(t.stream && t.endpoint == ollama_endpoint::CHAT);
+        assert!(task_type::NEEDS_MODEL.contains(&task_type::OLLAMA_API));
+        assert_eq!(
+            stream_path("t 1", "pi/1", 2),
+            "/api/tasks/t%201/stream?worker_id=pi%2F1&attempt=2"
+        );
     }
 
     #[test]

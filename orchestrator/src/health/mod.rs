@@ -16,16 +16,7 @@ use std::collections::BTreeMap;
 use pifleet_protocol::{NodeDetail, TaskCounts, WorkerCounts, WorkerState};
 use serde::Serialize;
 
-/// A task that failed for good, for the page's "recent failures".
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FailedTask {
-    pub task_id: String,
-    pub task_type: String,
-    pub error: String,
-    pub worker_id: Option<String>,
-    pub attempts: u32,
-    pub failed_at: f64,
-}
+pub use crate::fleet::FailedTask;
 
 /// Everything the health views show, taken at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -20,9 +20,9 @@ use pifleet_protocol::{paths, NodeDetail, NodeView, NodesResponse};
 
 use super::{events, metrics, page, FleetSnapshot};
 use crate::error::AppError;
+use crate::fleet::Fleet;
 use crate::http::extract::{Id, QueryMap};
 use crate::http::{check_bearer, same_secret, AppState};
-use crate::state::Fleet;
 
 /// Live updates: at most one event per this gap per connection, and one at least this often.
 const EVENTS_MIN_GAP: Duration = Duration::from_millis(250);

@@ -5,6 +5,7 @@
 //! metrics, drain), write a `router()` in a new module and merge it into the matching
 //! group in [`app`].
 
+pub mod error;
 pub mod extract;
 mod tasks;
 mod workers;
@@ -21,7 +22,7 @@ use pifleet_protocol::{ErrorResponse, HealthResponse};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::AppError;
-use crate::state::Fleet;
+use crate::fleet::Fleet;
 
 /// Bearer tokens. `None` leaves that group open (only allowed on loopback or with
 /// `--insecure`).

@@ -14,7 +14,7 @@ use super::extract::{describe, Id, JsonBody, QueryMap};
 use super::workers::check_worker_id;
 use super::AppState;
 use crate::error::AppError;
-use crate::state::{committed, NewTask, ResultReport};
+use crate::fleet::{committed, NewTask, ResultReport, Settled};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -241,8 +241,9 @@ async fn result(
     JsonBody(body): JsonBody,
 ) -> Result<Json<ResultResponse>, AppError> {
     let report = parse_result(body)?;
-    let (status, commit) = s.fleet.settle(&id, report)?;
-    if let Some(commit) = commit {
+    let settled = s.fleet.settle(&id, report)?;
+    let status = settled.as_str();
+    if let Settled::Received(commit) = settled {
         committed(commit).await?;
     }
     Ok(Json(ResultResponse {

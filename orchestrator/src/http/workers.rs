@@ -12,7 +12,7 @@ use pifleet_protocol::{
 use super::extract::{typed, Id, JsonBody, OptionalTyped, QueryMap};
 use super::AppState;
 use crate::error::AppError;
-use crate::state::committed;
+use crate::fleet::committed;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,32 +1,13 @@
-//! Placement rules: which node may run which task, and which of the eligible nodes is
-//! best. Pure functions over the node's declared capabilities and latest metrics, so the
-//! rules are testable without a server.
+//! Placement rules: which node may run which task, which of the eligible nodes is best,
+//! and why a pending task is not running. Pure functions over the node's declared
+//! capabilities and latest metrics, so the rules are testable without a server.
 
 use std::cmp::Reverse;
 
 use pifleet_protocol::{task_type, Capabilities, NodeMetrics};
 use serde_json::Value;
 
-/// Thresholds for health-aware placement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Thermal {
-    /// At or above this a node only gets work no cooler waiting node can take.
-    pub soft_temp_c: f32,
-    /// At or above this a node gets no new work at all.
-    pub hard_temp_c: f32,
-    /// A node reporting under-voltage now gets no new work.
-    pub exclude_under_voltage: bool,
-}
-
-impl Default for Thermal {
-    fn default() -> Self {
-        Thermal {
-            soft_temp_c: 80.0,
-            hard_temp_c: 85.0,
-            exclude_under_voltage: true,
-        }
-    }
-}
+use super::limits::Thermal;
 
 /// What a task needs from a node. Tasks with equal requirements share one FIFO lane of
 /// the queue, so a scheduling pass looks at one head per lane instead of the whole queue.
