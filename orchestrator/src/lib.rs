@@ -26,6 +26,7 @@ pub mod config;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod store;
 pub mod telemetry;
 
@@ -61,6 +62,7 @@ pub enum RunError {
 pub struct Orchestrator {
     pub state: AppState,
     tick_s: f64,
+    server: listener::ServerLimits,
     /// Held until [`Orchestrator::serve`] returns: one orchestrator per database file.
     lock: Option<store::lock::DbLock>,
 }
@@ -87,6 +89,7 @@ impl Orchestrator {
                 max_body_bytes: config.max_body_bytes,
             },
             tick_s: config.tick_s,
+            server: config.server.clone(),
             lock: None,
         })
     }
@@ -150,12 +153,13 @@ impl Orchestrator {
         let app = self.router();
         // Released only after the final flush below, when nothing writes any more.
         let Orchestrator {
-            state, lock: _lock, ..
+            state,
+            server,
+            lock: _lock,
+            ..
         } = self;
         drop(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(on_shutdown)
-            .await;
+        let served = listener::serve(listener, app, server, on_shutdown).await;
         ticker.abort();
         fleet.shutdown();
         // Everything acknowledged is committed already; this waits for the rest.
