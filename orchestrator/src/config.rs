@@ -533,6 +533,7 @@ mod tests {
         assert_eq!(example.listen, default.listen);
         assert_eq!(example.durability, default.durability);
         assert_eq!(example.max_body_bytes, default.max_body_bytes);
+        assert_eq!(example.server, default.server);
         assert_eq!(
             format!("{:?}", example.limits),
             format!("{:?}", default.limits)
