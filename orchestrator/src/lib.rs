@@ -26,6 +26,7 @@ pub mod config;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod listener;
 pub mod store;
 pub mod telemetry;

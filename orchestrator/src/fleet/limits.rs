@@ -51,6 +51,16 @@ impl Limits {
     }
 }
 
+impl Thermal {
+    /// The temperatures as the views send them.
+    pub fn thresholds(&self) -> pifleet_protocol::Thresholds {
+        pifleet_protocol::Thresholds {
+            soft_temp_c: self.soft_temp_c,
+            hard_temp_c: self.hard_temp_c,
+        }
+    }
+}
+
 /// Thresholds for health-aware placement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thermal {

@@ -56,7 +56,7 @@ pub use limits::{Limits, Thermal};
 pub use poll::{Delivery, PollTicket};
 pub use task::{NewTask, ResultReport, TaskId};
 pub use tasks::Settled;
-pub use views::FailedTask;
+pub use views::{FailedTask, FleetSnapshot};
 
 use node::Node;
 use queue::Queue;

@@ -182,6 +182,7 @@ impl Node {
         NodeDetail {
             node: self.view(),
             history: self.history.iter().cloned().collect(),
+            thresholds: None,
         }
     }
 

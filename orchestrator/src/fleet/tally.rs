@@ -104,3 +104,75 @@ pub(super) fn rate(ok: u64, failed: u64) -> Option<f64> {
     let total = ok + failed;
     (total > 0).then(|| ok as f64 / total as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_moves_between_states_and_the_priorities_follow_pending() {
+        let mut t = Tally::default();
+        t.enter(TaskState::Pending, 3);
+        t.enter(TaskState::Pending, 3);
+        t.enter(TaskState::Pending, 9);
+        assert_eq!((t.pending, t.assigned), (3, 0));
+        assert_eq!(t.pending_by_priority(), [(3, 2), (9, 1)].into());
+
+        t.moved(TaskState::Pending, TaskState::Assigned, 3);
+        assert_eq!((t.pending, t.assigned), (2, 1));
+        assert_eq!(t.pending_by_priority(), [(3, 1), (9, 1)].into());
+
+        t.moved(TaskState::Assigned, TaskState::Completed, 3);
+        t.moved(TaskState::Pending, TaskState::Assigned, 9);
+        t.moved(TaskState::Assigned, TaskState::Failed, 9);
+        assert_eq!((t.pending, t.assigned, t.completed, t.failed), (1, 0, 1, 1));
+        assert_eq!(t.pending_by_priority(), [(3, 1)].into());
+        assert_eq!(t.success_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn a_requeued_task_is_pending_at_its_priority_again() {
+        let mut t = Tally::default();
+        t.enter(TaskState::Pending, 7);
+        t.moved(TaskState::Pending, TaskState::Assigned, 7);
+        assert!(t.pending_by_priority().is_empty());
+        t.moved(TaskState::Assigned, TaskState::Pending, 7);
+        assert_eq!((t.pending, t.assigned), (1, 0));
+        assert_eq!(t.pending_by_priority(), [(7, 1)].into());
+    }
+
+    #[test]
+    fn forgotten_tasks_still_count_across_a_restart() {
+        let mut t = Tally::default();
+        t.enter(TaskState::Completed, 5);
+        t.enter(TaskState::Failed, 5);
+        t.enter(TaskState::Completed, 5);
+        t.pruned(TaskState::Completed);
+        t.pruned(TaskState::Failed);
+        // One task still in memory; the two forgotten ones still count.
+        let before = t.counts(1);
+        assert_eq!((before.total, before.completed, before.failed), (3, 2, 1));
+
+        let mut after = Tally::default();
+        after.enter(TaskState::Completed, 5);
+        after.restore_pruned(t.pruned_completed, t.pruned_failed);
+        assert_eq!(after.counts(1), before);
+        assert_eq!(after, t);
+    }
+
+    #[test]
+    fn nothing_settled_has_no_success_rate() {
+        let mut t = Tally::default();
+        assert_eq!(t.success_rate(), None);
+        t.enter(TaskState::Pending, 1);
+        assert_eq!(t.success_rate(), None);
+    }
+
+    #[test]
+    fn counts_never_wrap_and_odd_priorities_land_in_range() {
+        let mut t = Tally::default();
+        t.moved(TaskState::Assigned, TaskState::Pending, 200);
+        assert_eq!((t.pending, t.assigned), (1, 0));
+        assert_eq!(t.pending_by_priority(), [(PRIORITY_MAX, 1)].into());
+    }
+}

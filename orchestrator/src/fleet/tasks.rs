@@ -195,6 +195,16 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// True while a status request waits (`?wait=`) for the task to settle.
+    pub fn is_watched(&self, task_id: &str) -> bool {
+        self.lock()
+            .settle_watchers
+            .get(task_id)
+            .is_some_and(|w| w.iter().any(|tx| !tx.is_closed()))
+    }
+}
+
 impl Inner {
     pub(super) fn notify_settled(&mut self, id: &TaskId) {
         for tx in self.settle_watchers.remove(id).unwrap_or_default() {

@@ -1,14 +1,14 @@
 //! Read models: what the API, the status page and `/metrics` show of the fleet, each
-//! taken under the lock at one instant.
+//! taken under the lock at one instant ([`FleetSnapshot`] for the page, the event
+//! stream and `/metrics`, so they always agree with each other and with `/api/nodes`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use pifleet_protocol::TaskState;
 use pifleet_protocol::{
-    HealthResponse, NodeDetail, NodeView, QueueEntry, QueueResponse, StatsResponse,
-    TaskStatusResponse, WorkerCounts, WorkerState, WorkerSuccess, WorkerSummary,
-    WorkersListResponse,
+    HealthResponse, NodeDetail, NodeView, NodesResponse, QueueEntry, QueueResponse, StatsResponse,
+    TaskCounts, TaskState, TaskStatusResponse, Thresholds, WorkerCounts, WorkerSuccess,
+    WorkerSummary, WorkersListResponse,
 };
 use serde::Serialize;
 
@@ -28,6 +28,37 @@ pub struct FailedTask {
     pub worker_id: Option<String>,
     pub attempts: u32,
     pub failed_at: f64,
+}
+
+/// Everything the health views show, taken at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FleetSnapshot {
+    /// Seconds since the Unix epoch when the snapshot was taken.
+    pub at: f64,
+    /// Every known node, by id, with its recent metric history (when asked for).
+    pub nodes: Vec<NodeDetail>,
+    /// Pending tasks per priority (1-10; absent = 0).
+    pub pending_by_priority: BTreeMap<u8, u64>,
+    pub tasks: TaskCounts,
+    /// Most recent first.
+    pub recent_failures: Vec<FailedTask>,
+    /// The configured warm (soft) and hot (hard) temperatures.
+    pub thresholds: Thresholds,
+}
+
+impl FleetSnapshot {
+    pub fn pending(&self) -> u64 {
+        self.pending_by_priority.values().sum()
+    }
+
+    /// Node counts by the status operators see (a draining node counts as draining).
+    pub fn status_counts(&self) -> WorkerCounts {
+        let mut c = WorkerCounts::default();
+        for n in &self.nodes {
+            c.count(n.node.shown_status());
+        }
+        c
+    }
 }
 
 impl Inner {
@@ -160,13 +191,7 @@ impl Fleet {
         let mut workers = WorkerCounts::default();
         let mut per_worker = BTreeMap::new();
         for n in inner.nodes.values() {
-            workers.total += 1;
-            match n.state() {
-                WorkerState::Online => workers.online += 1,
-                WorkerState::Busy => workers.busy += 1,
-                WorkerState::Draining => workers.draining += 1,
-                WorkerState::Dead => workers.dead += 1,
-            }
+            workers.count(n.state());
             per_worker.insert(
                 n.id.clone(),
                 WorkerSuccess {
@@ -190,14 +215,48 @@ impl Fleet {
         self.lock().nodes.values().map(Node::view).collect()
     }
 
-    /// One node with its recent metric history (oldest first).
-    pub fn node(&self, id: &str) -> Option<NodeDetail> {
-        self.lock().nodes.get(id).map(Node::detail)
+    /// `GET /api/nodes`: every node and the thresholds they are judged by.
+    pub fn nodes_response(&self) -> NodesResponse {
+        let nodes = self.nodes();
+        NodesResponse {
+            total: nodes.len() as u64,
+            nodes,
+            thresholds: Some(self.shared.limits.thermal.thresholds()),
+        }
     }
 
-    /// Every node with its recent metric history, sorted by id.
-    pub fn node_details(&self) -> Vec<NodeDetail> {
-        self.lock().nodes.values().map(Node::detail).collect()
+    /// One node with its recent metric history (oldest first) and the thresholds.
+    pub fn node(&self, id: &str) -> Option<NodeDetail> {
+        let mut detail = self.lock().nodes.get(id).map(Node::detail)?;
+        detail.thresholds = Some(self.shared.limits.thermal.thresholds());
+        Some(detail)
+    }
+
+    /// Everything the health views show, under one lock: the nodes (with their metric
+    /// history when `histories`), the queue by priority, the task counts and the
+    /// `failures` most recent failures.
+    pub fn snapshot(&self, histories: bool, failures: usize) -> FleetSnapshot {
+        let at = self.now();
+        let inner = self.lock();
+        let nodes = inner
+            .nodes
+            .values()
+            .map(|n| {
+                if histories {
+                    n.detail()
+                } else {
+                    n.view().into()
+                }
+            })
+            .collect();
+        FleetSnapshot {
+            at,
+            nodes,
+            pending_by_priority: inner.tally.pending_by_priority(),
+            tasks: inner.tally.counts(inner.tasks.len()),
+            recent_failures: inner.recent_failures(failures),
+            thresholds: self.shared.limits.thermal.thresholds(),
+        }
     }
 
     /// Pending tasks per priority (ready and in retry backoff); kept as tasks move, so
@@ -208,12 +267,16 @@ impl Fleet {
 
     /// The `limit` most recently failed tasks still in memory, newest first.
     pub fn recent_failures(&self, limit: usize) -> Vec<FailedTask> {
-        let inner = self.lock();
-        inner
-            .recent_failed
+        self.lock().recent_failures(limit)
+    }
+}
+
+impl Inner {
+    fn recent_failures(&self, limit: usize) -> Vec<FailedTask> {
+        self.recent_failed
             .iter()
             .rev()
-            .filter_map(|id| inner.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id))
             .filter(|t| t.state == TaskState::Failed)
             .take(limit)
             .map(|t| FailedTask {

@@ -7,6 +7,7 @@
 //! or a result only after the answer for its mutations arrives, so an acknowledged change
 //! survives a `kill -9`.
 
+pub mod keys;
 pub mod lock;
 pub mod memory;
 pub mod sqlite;
