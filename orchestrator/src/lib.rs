@@ -24,6 +24,7 @@
 pub mod clock;
 pub mod config;
 pub mod fleet;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod keys;
@@ -85,6 +86,7 @@ impl Orchestrator {
         let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock);
         Ok(Orchestrator {
             state: AppState {
+                gateway: gateway::Gateway::new(fleet.clone(), config.gateway.clone()),
                 fleet,
                 tokens: Arc::new(config.tokens.clone()),
                 max_body_bytes: config.max_body_bytes,
@@ -95,7 +97,6 @@ impl Orchestrator {
         })
     }
 
-    /// Opens the store the configuration names.
     /// Opens the store the configuration names; a database file is locked first, so a
     /// second orchestrator on the same file refuses to start.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
@@ -152,15 +153,47 @@ impl Orchestrator {
             }
         };
         let app = self.router();
-        // Released only after the final flush below, when nothing writes any more.
+        // The lock is released only after the final flush below, when nothing writes.
         let Orchestrator {
             state,
             server,
             lock: _lock,
             ..
         } = self;
+        // The optional dedicated gateway listener (`gateway_listen`, like Ollama's :11434)
+        // stops with the main one, under the same listener limits.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gateway = match state.gateway.cfg.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    RunError::Serve(std::io::Error::new(
+                        e.kind(),
+                        format!("gateway_listen {addr}: {e}"),
+                    ))
+                })?;
+                tracing::info!(%addr, "gateway listening");
+                let gw_app = gateway::listener_app(state.clone());
+                let mut stop = stop_rx.clone();
+                let limits = server.clone();
+                Some(tokio::spawn(async move {
+                    let _ = listener::serve(l, gw_app, limits, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                }))
+            }
+            None => None,
+        };
         drop(state);
-        let served = listener::serve(listener, app, server, on_shutdown).await;
+        let served = listener::serve(listener, app, server, async move {
+            on_shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if let Some(g) = gateway {
+            // Bounded: the gateway's listener ends within its own grace period.
+            let _ = g.await;
+        }
         ticker.abort();
         fleet.shutdown();
         // Everything acknowledged is committed already; this waits for the rest.
