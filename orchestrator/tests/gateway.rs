@@ -591,3 +591,35 @@ async fn a_gateway_request_goes_ahead_of_a_batch_backlog() {
     assert_eq!(t["priority"], 5, "the batch backlog first");
     drop(call);
 }
+
+#[tokio::test]
+async fn the_dedicated_listener_answers_like_ollama() {
+    let h = gateway_harness(|_| {});
+    serving_node(&h, "pi-1").await;
+    let state = pifleet_orchestrator::AppState {
+        fleet: h.fleet.clone(),
+        tokens: Default::default(),
+        max_body_bytes: 1 << 20,
+        gateway: pifleet_orchestrator::gateway::Gateway::new(h.fleet.clone(), Default::default()),
+    };
+    let app = pifleet_orchestrator::gateway::listener_app(state);
+    let get = |uri: &str, method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = app.clone().oneshot(get("/", "GET")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&b[..], b"Ollama is running");
+    let resp = app.clone().oneshot(get("/", "HEAD")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, tags) = json_of(app.clone().oneshot(get("/api/tags", "GET")).await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(tags["models"][0]["name"], MODEL);
+    // Only the gateway: the pifleet API is not on this port.
+    let resp = app.oneshot(get("/api/stats", "GET")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
