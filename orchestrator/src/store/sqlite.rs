@@ -5,6 +5,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use pifleet_protocol::TaskState;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
@@ -235,6 +236,10 @@ impl Store for SqliteStore {
                 error,
                 (created_at, updated_at, assigned_at, not_before, seq, settled_by, settled_attempt),
             ) = row?;
+            let state = TaskState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                id: id.clone(),
+                detail: format!("state: unknown {state:?}"),
+            })?;
             let data = Arc::new(parse_json(&id, "data", &data)?);
             let result = match result {
                 Some(r) => Some(Arc::new(parse_json(&id, "result", &r)?)),
@@ -341,7 +346,7 @@ impl Store for SqliteStore {
                         t.task_type,
                         json_text(&t.data),
                         t.priority,
-                        t.state,
+                        t.state.as_str(),
                         t.assigned_to,
                         t.attempt,
                         t.failures,
@@ -369,7 +374,7 @@ impl Store for SqliteStore {
                         )?
                         .execute(params![
                             t.id,
-                            t.state,
+                            t.state.as_str(),
                             t.assigned_to,
                             t.attempt,
                             t.failures,
@@ -451,13 +456,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn task(id: &str, state: &str) -> TaskRow {
+    fn task(id: &str, state: TaskState) -> TaskRow {
         TaskRow {
             id: id.into(),
             task_type: "agent_action".into(),
             data: Arc::new(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
             priority: 7,
-            state: state.into(),
+            state,
             assigned_to: None,
             attempt: 0,
             failures: 0,
@@ -479,8 +484,8 @@ mod tests {
     fn what_is_applied_is_loaded_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut a = task("a", "pending");
-        let mut b = task("b", "pending");
+        let mut a = task("a", TaskState::Pending);
+        let mut b = task("b", TaskState::Pending);
         b.seq = 2;
         let worker = WorkerRow {
             id: "pi".into(),
@@ -503,7 +508,7 @@ mod tests {
                 Mutation::Counter("retried".into(), 4),
             ])
             .unwrap();
-            a.state = "completed".into();
+            a.state = TaskState::Completed;
             a.attempt = 1;
             a.assigned_to = Some("pi".into());
             a.result = Some(Arc::new(json!({"success": true})));
@@ -534,8 +539,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db"), Durability::Normal).unwrap();
         let err = s.apply(&[
-            Mutation::PutTask(task("a", "pending")),
-            Mutation::UpdateTask(task("never-stored", "assigned")),
+            Mutation::PutTask(task("a", TaskState::Pending)),
+            Mutation::UpdateTask(task("never-stored", TaskState::Assigned)),
         ]);
         assert!(err.is_err());
         assert!(s.load().unwrap().tasks.is_empty());
