@@ -7,6 +7,7 @@
 pub mod events;
 pub mod metrics;
 pub mod page;
+pub mod work;
 
 pub use crate::fleet::{FailedTask, FleetSnapshot};
 
