@@ -81,7 +81,12 @@ fn agent_registers_heartbeats_and_runs_every_task_type() {
     assert_eq!(caps["pi_model"], json!("Raspberry Pi 5 Model B Rev 1.0"));
     assert_eq!(caps["cores"], json!(4));
     assert_eq!(caps["model_details"][0]["quantization"], json!("Q4_K_M"));
-    assert_eq!(caps["task_types"].as_array().unwrap().len(), 4);
+    let types = caps["task_types"].as_array().unwrap();
+    assert_eq!(types.len(), 5, "{types:?}");
+    assert!(
+        types.contains(&json!("ollama_api")),
+        "Ollama answers: gateway work offered"
+    );
 
     // Heartbeats carry the fake Pi's live metrics, where the orchestrator shows them.
     if get(&base, "/api/nodes").is_ok() {

@@ -54,21 +54,11 @@ impl Fleet {
                         None => orphans.push(id.clone()),
                     }
                 }
-                TaskState::Completed | TaskState::Failed => {}
+                TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {}
             }
             inner.tasks.insert(id, task);
         }
-        let counter = |name: &str| {
-            snapshot
-                .counters
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        inner.tally.retried = counter("retried");
-        inner
-            .tally
-            .restore_pruned(counter("pruned_completed"), counter("pruned_failed"));
+        inner.tally.restore(&snapshot.counters);
         // The recent failures and the recent work survive a restart.
         let mut settled: Vec<(f64, TaskId, bool)> = inner
             .tasks
@@ -95,6 +85,7 @@ impl Fleet {
                 histograms: Histograms::default(),
                 started_at: now,
                 shutting_down: AtomicBool::new(false),
+                streams: Default::default(),
             }),
         };
         if !orphans.is_empty() {

@@ -44,6 +44,8 @@ pub(super) enum Revoke {
     Failed,
     Unregistered,
     Undelivered,
+    /// The attempt's stream to a gateway client broke before its first chunk.
+    StreamBroken,
 }
 
 pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) {
@@ -64,10 +66,12 @@ fn refusal(task_id: &str, task: &Task, report: &ResultReport) -> Option<FleetErr
         return None;
     }
     Some(match (task.state, report.attempt) {
-        (TaskState::Completed | TaskState::Failed, _) => FleetError::AlreadySettled {
-            task: task_id.to_string(),
-            state: task.state,
-        },
+        (TaskState::Completed | TaskState::Failed | TaskState::Cancelled, _) => {
+            FleetError::AlreadySettled {
+                task: task_id.to_string(),
+                state: task.state,
+            }
+        }
         (_, Some(a)) if a != task.attempt || task.state != TaskState::Assigned => {
             FleetError::StaleAttempt {
                 task: task_id.to_string(),
@@ -254,8 +258,16 @@ impl Inner {
             Revoke::Undelivered => {
                 format!("attempt {attempt}: \"{holder}\" hung up before receiving it")
             }
+            Revoke::StreamBroken => {
+                format!("attempt {attempt}: the stream from \"{holder}\" broke off")
+            }
         };
-        let counted = matches!(why, Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed);
+        // A stream is only ever fed by its current attempt.
+        sh.streams.stop(id, Some(attempt));
+        let counted = matches!(
+            why,
+            Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed | Revoke::StreamBroken
+        );
         if counted {
             task.failures += 1;
         }
@@ -281,8 +293,7 @@ impl Inner {
                 now + (l.retry_backoff_s * f64::from(1u32 << exp)).min(l.retry_backoff_max_s)
             });
             if why != Revoke::Undelivered {
-                self.tally.retried += 1;
-                muts.push(Mutation::Counter("retried".into(), self.tally.retried));
+                muts.push(self.tally.retry());
             }
             self.queue.enqueue(task, l.aging_s);
         }

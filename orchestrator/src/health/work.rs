@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use pifleet_protocol::human::duration;
 use pifleet_protocol::TaskState;
 
-use super::page::{escape, time};
+use super::html::{escape, time};
 use super::FleetSnapshot;
 
 fn short(id: &str) -> &str {
