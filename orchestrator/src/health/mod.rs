@@ -8,6 +8,7 @@ pub mod events;
 pub mod html;
 pub mod metrics;
 pub mod page;
+pub mod work;
 
 pub use crate::fleet::{FailedTask, FleetSnapshot};
 
@@ -26,5 +27,6 @@ pub(crate) fn test_node(id: &str, last_seen: f64) -> pifleet_protocol::NodeView 
         current_tasks: vec![],
         tasks_completed: 0,
         tasks_failed: 0,
+        streaming: vec![],
     }
 }
