@@ -44,7 +44,12 @@ pub use http::{app, AppState, Tokens};
 
 use clock::{Clock, SystemClock};
 use config::{Config, DbLocation};
+use keys::Auth;
+use store::keys::AuthDb;
 use store::{MemoryStore, SqliteStore, Store, StoreError, StoreHandle};
+
+/// How often forgets and revokes are looked for without a request, and key use written.
+const KEYS_EVERY_S: f64 = 2.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -63,10 +68,21 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Loads everything the store holds and starts the store thread.
+    /// Loads everything the store holds and starts the store thread. No key or
+    /// credential tables: only the configured tokens count.
     pub fn open(
         config: &Config,
+        store: Box<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RunError> {
+        Orchestrator::open_with_keys(config, store, None, clock)
+    }
+
+    /// As [`Orchestrator::open`], with the key and credential tables of `keys`.
+    pub fn open_with_keys(
+        config: &Config,
         mut store: Box<dyn Store>,
+        keys: Option<AuthDb>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, RunError> {
         let snapshot = store.load()?;
@@ -76,10 +92,18 @@ impl Orchestrator {
             "store loaded"
         );
         let (handle, _join) = StoreHandle::spawn(store).map_err(RunError::Thread)?;
-        let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock);
+        let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock.clone());
+        let auth = Arc::new(Auth::new(
+            config.tokens.worker.clone(),
+            config.tokens.client.clone(),
+            keys,
+            fleet.clone(),
+            clock,
+        ));
         Ok(Orchestrator {
             state: AppState {
                 fleet,
+                auth,
                 tokens: Arc::new(config.tokens.clone()),
                 max_body_bytes: config.max_body_bytes,
             },
@@ -89,11 +113,14 @@ impl Orchestrator {
 
     /// Opens the store the configuration names.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
-        let store: Box<dyn Store> = match &config.db {
-            DbLocation::File(path) => Box::new(SqliteStore::open(path, config.durability)?),
-            DbLocation::Memory => Box::new(MemoryStore::new()),
+        let (store, keys): (Box<dyn Store>, _) = match &config.db {
+            DbLocation::File(path) => (
+                Box::new(SqliteStore::open(path, config.durability)?),
+                Some(AuthDb::open(path)?),
+            ),
+            DbLocation::Memory => (Box::new(MemoryStore::new()), None),
         };
-        Orchestrator::open(config, store, Arc::new(SystemClock))
+        Orchestrator::open_with_keys(config, store, keys, Arc::new(SystemClock))
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -124,6 +151,26 @@ impl Orchestrator {
                 }
             })
         };
+        // Picks up forgets and revokes even when no request comes, and writes when keys
+        // were last used; both touch SQLite, so off the async threads.
+        let key_keeper = {
+            let auth = self.state.auth.clone();
+            let period = Duration::from_secs_f64(self.tick_s.max(KEYS_EVERY_S));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let auth = auth.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        auth.sync();
+                        auth.flush_usage();
+                    })
+                    .await;
+                }
+            })
+        };
+        let auth = self.state.auth.clone();
         let on_shutdown = {
             let fleet = fleet.clone();
             async move {
@@ -139,7 +186,9 @@ impl Orchestrator {
             .with_graceful_shutdown(on_shutdown)
             .await;
         ticker.abort();
+        key_keeper.abort();
         fleet.shutdown();
+        let _ = tokio::task::spawn_blocking(move || auth.flush_usage()).await;
         // Everything acknowledged is committed already; this waits for the rest.
         if let Err(e) = fleet::committed(fleet.store_barrier()).await {
             tracing::error!(error = %e, "final store flush failed");

@@ -157,8 +157,8 @@ impl Fleet {
         let inner = self.lock();
         HealthResponse {
             status: "healthy".into(),
-            workers_online: inner.nodes.values().filter(|n| !n.dead).count() as u64,
-            tasks_pending: inner.tally.pending,
+            workers_online: Some(inner.nodes.values().filter(|n| !n.dead).count() as u64),
+            tasks_pending: Some(inner.tally.pending),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }
     }
