@@ -58,17 +58,7 @@ impl Fleet {
             }
             inner.tasks.insert(id, task);
         }
-        let counter = |name: &str| {
-            snapshot
-                .counters
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        inner.tally.retried = counter("retried");
-        inner
-            .tally
-            .restore_pruned(counter("pruned_completed"), counter("pruned_failed"));
+        inner.tally.restore(&snapshot.counters);
         // The status page's recent failures survive a restart.
         let mut failed: Vec<(f64, TaskId)> = inner
             .tasks

@@ -5,7 +5,14 @@ use std::collections::BTreeMap;
 
 use pifleet_protocol::{TaskCounts, TaskState, PRIORITY_MAX, PRIORITY_MIN};
 
+use crate::store::Mutation;
+
 const LEVELS: usize = PRIORITY_MAX as usize + 1;
+
+/// The names the cumulative counts are stored under.
+const RETRIED: &str = "retried";
+const PRUNED_COMPLETED: &str = "pruned_completed";
+const PRUNED_FAILED: &str = "pruned_failed";
 
 /// Completed and failed include the tasks already forgotten, so the totals stay
 /// cumulative across pruning and restarts.
@@ -55,6 +62,32 @@ impl Tally {
             *n = n.saturating_sub(1);
         }
         self.enter(to, priority);
+    }
+
+    /// One more attempt requeued after a counted failure: the counter to store.
+    pub fn retry(&mut self) -> Mutation {
+        self.retried += 1;
+        Mutation::Counter(RETRIED.into(), self.retried)
+    }
+
+    /// The forgotten-task counters to store after pruning.
+    pub fn pruned_counters(&self) -> [Mutation; 2] {
+        [
+            Mutation::Counter(PRUNED_COMPLETED.into(), self.pruned_completed),
+            Mutation::Counter(PRUNED_FAILED.into(), self.pruned_failed),
+        ]
+    }
+
+    /// Carries on the cumulative counts of earlier runs, from the store's counters.
+    pub fn restore(&mut self, counters: &[(String, u64)]) {
+        let get = |name: &str| {
+            counters
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        self.retried = get(RETRIED);
+        self.restore_pruned(get(PRUNED_COMPLETED), get(PRUNED_FAILED));
     }
 
     /// A settled task is forgotten; it still counts as completed or failed.
@@ -153,10 +186,20 @@ mod tests {
         let before = t.counts(1);
         assert_eq!((before.total, before.completed, before.failed), (3, 2, 1));
 
+        let stored: Vec<(String, u64)> = t
+            .pruned_counters()
+            .into_iter()
+            .chain([t.clone().retry()])
+            .map(|m| match m {
+                Mutation::Counter(name, n) => (name, n),
+                other => panic!("not a counter: {other:?}"),
+            })
+            .collect();
+        t.retried = 1;
         let mut after = Tally::default();
         after.enter(TaskState::Completed, 5);
-        after.restore_pruned(t.pruned_completed, t.pruned_failed);
-        assert_eq!(after.counts(1), before);
+        after.restore(&stored);
+        assert_eq!(after.counts(1), t.counts(1));
         assert_eq!(after, t);
     }
 

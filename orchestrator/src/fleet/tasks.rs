@@ -279,8 +279,7 @@ impl Inner {
                 now + (l.retry_backoff_s * f64::from(1u32 << exp)).min(l.retry_backoff_max_s)
             });
             if why != Revoke::Undelivered {
-                self.tally.retried += 1;
-                muts.push(Mutation::Counter("retried".into(), self.tally.retried));
+                muts.push(self.tally.retry());
             }
             self.queue.enqueue(task, l.aging_s);
         }
