@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::fleet::{Limits, Thermal};
+use crate::gateway::GatewayConfig;
 use crate::http::Tokens;
 use crate::store::sqlite::Durability;
 
@@ -83,6 +84,12 @@ pub struct RawConfig {
     pub dead_node_retention_s: Option<f64>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// A second listener for the gateway only, e.g. `0.0.0.0:11434` (Ollama's port).
+    pub gateway_listen: Option<String>,
+    /// Priority of gateway requests without `X-Pifleet-Priority` (1-10, default 8).
+    pub gateway_priority: Option<u8>,
+    /// How long a gateway request waits for a node before 503 (default 300).
+    pub gateway_queue_timeout_s: Option<f64>,
 }
 
 /// Keys settable from the environment, and how to read their text.
@@ -121,6 +128,9 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("task_retention_s", Kind::Float),
     ("dead_node_retention_s", Kind::Float),
     ("log_format", Kind::Str),
+    ("gateway_listen", Kind::Str),
+    ("gateway_priority", Kind::Int),
+    ("gateway_queue_timeout_s", Kind::Float),
 ];
 
 impl RawConfig {
@@ -203,7 +213,10 @@ impl RawConfig {
             node_flush_s,
             task_retention_s,
             dead_node_retention_s,
-            log_format
+            log_format,
+            gateway_listen,
+            gateway_priority,
+            gateway_queue_timeout_s
         )
     }
 }
@@ -233,6 +246,7 @@ pub struct Config {
     /// How often the housekeeping tick runs (liveness, timeouts, backoff).
     pub tick_s: f64,
     pub log_format: LogFormat,
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -311,10 +325,63 @@ fn read_token(
     Ok(Some(token))
 }
 
+/// `gateway_listen`, `gateway_priority`, `gateway_queue_timeout_s`.
+fn gateway_config(
+    raw: &(Option<String>, Option<u8>, Option<f64>),
+    insecure: bool,
+    has_client_token: bool,
+) -> Result<GatewayConfig, ConfigError> {
+    let d = GatewayConfig::default();
+    let listen = match raw.0.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                invalid(
+                    "gateway_listen",
+                    format!("expected ADDRESS:PORT such as 0.0.0.0:11434, got \"{text}\""),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !insecure && !has_client_token {
+                return Err(invalid(
+                    "gateway_listen",
+                    format!(
+                        "refusing to serve the gateway on {addr} (not loopback) without \
+                         client_token: anyone on the network could use the fleet. Set \
+                         PIFLEET_CLIENT_TOKEN (clients send it as their API key), or pass --insecure"
+                    ),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let priority = raw.1.unwrap_or(d.priority);
+    if !(pifleet_protocol::PRIORITY_MIN..=pifleet_protocol::PRIORITY_MAX).contains(&priority) {
+        return Err(invalid(
+            "gateway_priority",
+            format!("must be between 1 and 10, got {priority}"),
+        ));
+    }
+    let timeout = positive(
+        "gateway_queue_timeout_s",
+        raw.2,
+        d.queue_timeout.as_secs_f64(),
+    )?;
+    Ok(GatewayConfig {
+        listen,
+        priority,
+        queue_timeout: std::time::Duration::from_secs_f64(timeout),
+    })
+}
+
 impl Config {
     /// Validates a merged configuration. `state_dir` is `$STATE_DIRECTORY` (systemd's
     /// `StateDirectory=`), where the database goes unless `db` says otherwise.
     pub fn from_raw(raw: RawConfig, state_dir: Option<&str>) -> Result<Config, ConfigError> {
+        let raw_gateway = (
+            raw.gateway_listen.clone(),
+            raw.gateway_priority,
+            raw.gateway_queue_timeout_s,
+        );
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen_text.trim().parse().map_err(|_| {
             invalid(
@@ -477,6 +544,7 @@ impl Config {
                 ))
             }
         };
+        let gateway = gateway_config(&raw_gateway, insecure, tokens.client.is_some())?;
         Ok(Config {
             listen,
             db,
@@ -487,6 +555,7 @@ impl Config {
             limits,
             tick_s,
             log_format,
+            gateway,
         })
     }
 }

@@ -24,6 +24,7 @@
 pub mod clock;
 pub mod config;
 pub mod fleet;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod keys;
@@ -102,6 +103,7 @@ impl Orchestrator {
         ));
         Ok(Orchestrator {
             state: AppState {
+                gateway: gateway::Gateway::new(fleet.clone(), config.gateway.clone()),
                 fleet,
                 auth,
                 tokens: Arc::new(config.tokens.clone()),
@@ -181,10 +183,41 @@ impl Orchestrator {
             }
         };
         let app = self.router();
+        let state = self.state.clone();
         drop(self);
+        // The optional dedicated gateway listener (`gateway_listen`, like Ollama's :11434)
+        // stops with the main one.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gateway = match state.gateway.cfg.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    RunError::Serve(std::io::Error::new(
+                        e.kind(),
+                        format!("gateway_listen {addr}: {e}"),
+                    ))
+                })?;
+                tracing::info!(%addr, "gateway listening");
+                let gw_app = gateway::listener_app(state.clone());
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(l, gw_app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                }))
+            }
+            None => None,
+        };
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(on_shutdown)
+            .with_graceful_shutdown(async move {
+                on_shutdown.await;
+                let _ = stop_tx.send(true);
+            })
             .await;
+        if let Some(g) = gateway {
+            g.abort();
+        }
         ticker.abort();
         key_keeper.abort();
         fleet.shutdown();

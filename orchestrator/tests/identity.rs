@@ -796,3 +796,33 @@ fn equal_worker_and_client_tokens_refuse_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_gateway_takes_submit_keys_and_refuses_in_the_apis_own_shape() {
+    let s = start();
+    let reader = s.add_key("viewer", &["--role", "read"]);
+    let app = s.add_key("app", &["--role", "submit", "--rate", "1"]);
+    // A read key may not run models: 403, OpenAI's error object on /v1.
+    let r = s.call("GET", "/v1/models", Some(&reader), None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs role submit"));
+    assert_eq!(r.body["error"]["type"], "invalid_request_error");
+    // No key: 401 with OpenAI's code.
+    let r = s.call("GET", "/v1/models", None, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "invalid_api_key");
+    // A submit key: allowed, then its rate of one a minute answers 429 in Ollama's shape.
+    let r = s.call("GET", "/api/tags", Some(&app), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.call("GET", "/api/tags", Some(&app), None).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("1 requests per minute"), "{}", r.body);
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let r = s.call("GET", "/v1/models", Some(&app), None).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "rate_limit_exceeded");
+    // The client token is an admin key: the gateway's old key keeps working.
+    let r = s.call("GET", "/v1/models", Some(CLIENT), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

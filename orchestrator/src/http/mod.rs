@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 mod nodes;
 mod page;
+mod streams;
 mod tasks;
 mod workers;
 
@@ -48,11 +49,15 @@ pub struct AppState {
     /// Keys, node credentials and the configured tokens: who may call.
     pub auth: Arc<Auth>,
     pub max_body_bytes: usize,
+    /// The OpenAI- and Ollama-compatible gateway's settings and metrics.
+    pub gateway: crate::gateway::Gateway,
 }
 
 /// The whole API as one router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    let mut worker = workers::router().merge(tasks::worker_router());
+    let mut worker = workers::router()
+        .merge(tasks::worker_router())
+        .merge(streams::worker_router());
     // No layer at all without a token: it costs a boxed future per request.
     if state.tokens.worker.is_some() || state.auth.has_db() {
         worker = worker.route_layer(middleware::from_fn_with_state(
@@ -75,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route(paths::HEALTH, get(health))
         .merge(worker)
         .merge(client)
+        .merge(crate::gateway::router(&state))
         .merge(page::router(state.clone()))
         .fallback(no_route)
         .layer(middleware::map_response(json_errors))
