@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::fleet::{Limits, Thermal};
 use crate::gateway::GatewayConfig;
 use crate::http::Tokens;
+use crate::listener::ServerLimits;
 use crate::store::sqlite::Durability;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -64,6 +65,11 @@ pub struct RawConfig {
     pub worker_token_file: Option<PathBuf>,
     pub client_token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
+    /// The listener's limits: see [`crate::listener`].
+    pub header_timeout_s: Option<f64>,
+    pub body_timeout_s: Option<f64>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace_s: Option<f64>,
     pub heartbeat_interval_s: Option<f64>,
     pub dead_after_missed: Option<u32>,
     pub max_wait_s: Option<f64>,
@@ -111,6 +117,10 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("worker_token_file", Kind::Str),
     ("client_token_file", Kind::Str),
     ("max_body_bytes", Kind::Int),
+    ("header_timeout_s", Kind::Float),
+    ("body_timeout_s", Kind::Float),
+    ("max_connections", Kind::Int),
+    ("shutdown_grace_s", Kind::Float),
     ("heartbeat_interval_s", Kind::Float),
     ("dead_after_missed", Kind::Int),
     ("max_wait_s", Kind::Float),
@@ -197,6 +207,10 @@ impl RawConfig {
             worker_token_file,
             client_token_file,
             max_body_bytes,
+            header_timeout_s,
+            body_timeout_s,
+            max_connections,
+            shutdown_grace_s,
             heartbeat_interval_s,
             dead_after_missed,
             max_wait_s,
@@ -242,6 +256,7 @@ pub struct Config {
     pub insecure: bool,
     pub tokens: Tokens,
     pub max_body_bytes: usize,
+    pub server: ServerLimits,
     pub limits: Limits,
     /// How often the housekeeping tick runs (liveness, timeouts, backoff).
     pub tick_s: f64,
@@ -459,6 +474,13 @@ impl Config {
                 format!("must be between 1024 and 268435456, got {max_body_bytes}"),
             ));
         }
+        let server = ServerLimits::from_raw(
+            raw.header_timeout_s,
+            raw.body_timeout_s,
+            raw.max_connections,
+            raw.shutdown_grace_s,
+            max_body_bytes as usize,
+        )?;
         let d = Limits::default();
         let heartbeat_interval_s = positive(
             "heartbeat_interval_s",
@@ -552,6 +574,7 @@ impl Config {
             insecure,
             tokens,
             max_body_bytes: max_body_bytes as usize,
+            server,
             limits,
             tick_s,
             log_format,
@@ -590,6 +613,7 @@ mod tests {
         assert_eq!(example.listen, default.listen);
         assert_eq!(example.durability, default.durability);
         assert_eq!(example.max_body_bytes, default.max_body_bytes);
+        assert_eq!(example.server, default.server);
         assert_eq!(
             format!("{:?}", example.limits),
             format!("{:?}", default.limits)

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod listener;
 pub mod store;
 pub mod telemetry;
 
@@ -60,12 +61,17 @@ pub enum RunError {
     Thread(std::io::Error),
     #[error("serve HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] store::lock::LockError),
 }
 
 /// A loaded orchestrator, not yet serving: tests take its [`Fleet`] to drive time.
 pub struct Orchestrator {
     pub state: AppState,
     tick_s: f64,
+    server: listener::ServerLimits,
+    /// Held until [`Orchestrator::serve`] returns: one orchestrator per database file.
+    lock: Option<store::lock::DbLock>,
 }
 
 impl Orchestrator {
@@ -110,19 +116,29 @@ impl Orchestrator {
                 max_body_bytes: config.max_body_bytes,
             },
             tick_s: config.tick_s,
+            server: config.server.clone(),
+            lock: None,
         })
     }
 
-    /// Opens the store the configuration names.
+    /// Opens the store the configuration names; a database file is locked first, so a
+    /// second orchestrator on the same file refuses to start.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
-        let (store, keys): (Box<dyn Store>, _) = match &config.db {
-            DbLocation::File(path) => (
-                Box::new(SqliteStore::open(path, config.durability)?),
-                Some(AuthDb::open(path)?),
-            ),
-            DbLocation::Memory => (Box::new(MemoryStore::new()), None),
+        let (store, keys, lock): (Box<dyn Store>, _, _) = match &config.db {
+            DbLocation::File(path) => {
+                let lock = store::lock::DbLock::acquire(path)?;
+                (
+                    Box::new(SqliteStore::open(path, config.durability)?),
+                    Some(AuthDb::open(path)?),
+                    Some(lock),
+                )
+            }
+            DbLocation::Memory => (Box::new(MemoryStore::new()), None, None),
         };
-        Orchestrator::open_with_keys(config, store, keys, Arc::new(SystemClock))
+        let mut orchestrator =
+            Orchestrator::open_with_keys(config, store, keys, Arc::new(SystemClock))?;
+        orchestrator.lock = lock;
+        Ok(orchestrator)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -183,10 +199,15 @@ impl Orchestrator {
             }
         };
         let app = self.router();
-        let state = self.state.clone();
-        drop(self);
+        // The lock is released only after the final flush below, when nothing writes.
+        let Orchestrator {
+            state,
+            server,
+            lock: _lock,
+            ..
+        } = self;
         // The optional dedicated gateway listener (`gateway_listen`, like Ollama's :11434)
-        // stops with the main one.
+        // stops with the main one, under the same listener limits.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let gateway = match state.gateway.cfg.listen {
             Some(addr) => {
@@ -199,24 +220,25 @@ impl Orchestrator {
                 tracing::info!(%addr, "gateway listening");
                 let gw_app = gateway::listener_app(state.clone());
                 let mut stop = stop_rx.clone();
+                let limits = server.clone();
                 Some(tokio::spawn(async move {
-                    let _ = axum::serve(l, gw_app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .await;
+                    let _ = listener::serve(l, gw_app, limits, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
                 }))
             }
             None => None,
         };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                on_shutdown.await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        drop(state);
+        let served = listener::serve(listener, app, server, async move {
+            on_shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
         if let Some(g) = gateway {
-            g.abort();
+            // Bounded: the gateway's listener ends within its own grace period.
+            let _ = g.await;
         }
         ticker.abort();
         key_keeper.abort();

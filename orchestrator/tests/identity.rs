@@ -805,7 +805,10 @@ async fn the_gateway_takes_submit_keys_and_refuses_in_the_apis_own_shape() {
     // A read key may not run models: 403, OpenAI's error object on /v1.
     let r = s.call("GET", "/v1/models", Some(&reader), None).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs role submit"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs role submit"));
     assert_eq!(r.body["error"]["type"], "invalid_request_error");
     // No key: 401 with OpenAI's code.
     let r = s.call("GET", "/v1/models", None, None).await;
@@ -816,7 +819,14 @@ async fn the_gateway_takes_submit_keys_and_refuses_in_the_apis_own_shape() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = s.call("GET", "/api/tags", Some(&app), None).await;
     assert_eq!(r.status, 429, "{}", r.body);
-    assert!(r.body["error"].as_str().unwrap().contains("1 requests per minute"), "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 requests per minute"),
+        "{}",
+        r.body
+    );
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     let r = s.call("GET", "/v1/models", Some(&app), None).await;
