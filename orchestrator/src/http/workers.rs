@@ -12,6 +12,8 @@ use pifleet_protocol::{
 
 use super::auth::WorkerAuth;
 use super::extract::{typed, Id, JsonBody, OptionalTyped, QueryMap};
+pub use super::validate::check_worker_id;
+use super::validate::{check_capabilities_size, check_metrics, require};
 use super::AppState;
 use crate::error::AppError;
 use crate::fleet::committed;
@@ -30,31 +32,15 @@ pub fn client_router() -> Router<AppState> {
     Router::new().route(paths::WORKERS_LIST, get(list))
 }
 
-const MAX_ID_LEN: usize = 128;
-
-/// Worker ids appear in paths, logs and the database: keep them printable and short.
-pub fn check_worker_id(field: &str, id: &str) -> Result<(), AppError> {
-    if id.trim().is_empty() {
-        return Err(AppError::Invalid(format!("{field}: must not be empty")));
-    }
-    if id.chars().count() > MAX_ID_LEN {
-        return Err(AppError::Invalid(format!(
-            "{field}: longer than {MAX_ID_LEN} characters"
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(AppError::Invalid(format!(
-            "{field}: must not contain control characters"
-        )));
-    }
-    Ok(())
-}
-
 async fn register(
     State(s): State<AppState>,
     who: WorkerAuth,
     JsonBody(body): JsonBody,
 ) -> Result<Json<RegisterResponse>, AppError> {
+    require(&body, &["worker_id", "worker_type", "capabilities"])?;
+    if let Some(caps) = body.get("capabilities") {
+        check_capabilities_size(caps)?;
+    }
     let req: RegisterRequest = typed(body)?;
     check_worker_id("worker_id", &req.worker_id)?;
     who.may_act_as(&s, &req.worker_id)?;
@@ -101,6 +87,9 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, AppError> {
     who.may_act_as(&s, &id)?;
     let hb = body.unwrap_or_default();
+    if let Some(m) = &hb.metrics {
+        check_metrics(m)?;
+    }
     Ok(Json(s.fleet.heartbeat(&id, hb)?))
 }
 
