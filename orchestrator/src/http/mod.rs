@@ -16,6 +16,7 @@ mod nodes;
 mod page;
 mod streams;
 mod tasks;
+pub mod validate;
 mod workers;
 
 pub(crate) use auth::check_bearer;

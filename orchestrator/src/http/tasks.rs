@@ -69,15 +69,15 @@ fn int_in(field: &str, v: &Value, lo: u64, hi: u64) -> Result<u64, AppError> {
 /// Checks a submit by hand so each message names the exact field and what was wrong.
 pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
     let Value::Object(obj) = body else {
-        return Err(AppError::Invalid(format!(
+        return Err(AppError::BadRequest(format!(
             "body: expected a JSON object, got {}",
             describe(&body)
         )));
     };
     let task_type = match obj.get("type") {
         None | Some(Value::Null) => {
-            return Err(AppError::Invalid(format!(
-                "type: missing (one of {}, or a custom type)",
+            return Err(AppError::BadRequest(format!(
+                "type: missing (a required field: one of {}, or a custom type)",
                 task_type::ALL.join(", ")
             )))
         }
@@ -103,7 +103,11 @@ pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
         }
     };
     let data = match obj_field(&obj, "data") {
-        None => Value::Object(Map::new()),
+        None => {
+            return Err(AppError::BadRequest(
+                "data: missing (a required field: the task's input object, {} for none)".into(),
+            ))
+        }
         Some(v @ Value::Object(_)) => v.clone(),
         Some(other) => {
             return Err(AppError::Invalid(format!(
@@ -183,14 +187,16 @@ async fn submit(
 
 pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
     let Value::Object(mut obj) = body else {
-        return Err(AppError::Invalid(format!(
+        return Err(AppError::BadRequest(format!(
             "body: expected a JSON object, got {}",
             describe(&body)
         )));
     };
     let worker_id = match obj.get("worker_id") {
         None | Some(Value::Null) => {
-            return Err(AppError::Invalid("worker_id: missing".into()));
+            return Err(AppError::BadRequest(
+                "worker_id: missing (a required field)".into(),
+            ));
         }
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
@@ -206,7 +212,11 @@ pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
         Some(v) => Some(int_in("attempt", v, 1, u64::from(u32::MAX))? as u32),
     };
     let result = match obj.remove("result") {
-        None => return Err(AppError::Invalid("result: missing".into())),
+        None | Some(Value::Null) => {
+            return Err(AppError::BadRequest(
+                "result: missing (a required field)".into(),
+            ))
+        }
         Some(v @ Value::Object(_)) => v,
         Some(other) => {
             return Err(AppError::Invalid(format!(
@@ -307,16 +317,33 @@ mod tests {
 
     #[test]
     fn submit_errors_name_the_field() {
-        assert!(err(json!({"type": "agent_action", "priority": "high"})).starts_with("priority:"));
-        assert!(err(json!({"type": "agent_action", "priority": 11})).contains("out of range"));
-        assert!(err(json!({"type": "agent_action", "priority": 0})).contains("out of range"));
-        assert!(err(json!({"type": "agent_action", "priority": -3})).starts_with("priority:"));
-        assert!(err(json!({"type": "agent_action", "priority": 2.5})).starts_with("priority:"));
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": "high"}))
+                .starts_with("priority:")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 11}))
+                .contains("out of range")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 0}))
+                .contains("out of range")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": -3}))
+                .starts_with("priority:")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 2.5}))
+                .starts_with("priority:")
+        );
         assert!(err(json!({"data": {}})).starts_with("type: missing"));
         assert!(err(json!({"type": 7})).starts_with("type: expected a string"));
         assert!(err(json!({"type": "x", "data": [1]})).starts_with("data:"));
-        assert!(err(json!({"type": "x", "timeout_s": -1})).starts_with("timeout_s:"));
-        assert!(err(json!({"type": "x", "max_attempts": 0})).starts_with("max_attempts:"));
+        assert!(err(json!({"type": "x", "data": {}, "timeout_s": -1})).starts_with("timeout_s:"));
+        assert!(
+            err(json!({"type": "x", "data": {}, "max_attempts": 0})).starts_with("max_attempts:")
+        );
         assert!(
             err(json!({"type": "agent_action", "data": {"model": 3}})).starts_with("data.model:")
         );
@@ -331,7 +358,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(t.priority, 7);
-        let t = parse_submit(json!({"type": "code_generation", "priority": 7.0})).unwrap();
+        let t =
+            parse_submit(json!({"type": "code_generation", "data": {}, "priority": 7.0})).unwrap();
         assert_eq!(t.priority, 7);
         assert_eq!(t.data, json!({}));
     }

@@ -11,6 +11,8 @@ use pifleet_protocol::{
 };
 
 use super::extract::{typed, Id, JsonBody, OptionalTyped, QueryMap};
+pub use super::validate::check_worker_id;
+use super::validate::{check_capabilities_size, check_metrics, require};
 use super::AppState;
 use crate::error::AppError;
 use crate::fleet::committed;
@@ -27,30 +29,14 @@ pub fn client_router() -> Router<AppState> {
     Router::new().route(paths::WORKERS_LIST, get(list))
 }
 
-const MAX_ID_LEN: usize = 128;
-
-/// Worker ids appear in paths, logs and the database: keep them printable and short.
-pub fn check_worker_id(field: &str, id: &str) -> Result<(), AppError> {
-    if id.trim().is_empty() {
-        return Err(AppError::Invalid(format!("{field}: must not be empty")));
-    }
-    if id.chars().count() > MAX_ID_LEN {
-        return Err(AppError::Invalid(format!(
-            "{field}: longer than {MAX_ID_LEN} characters"
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(AppError::Invalid(format!(
-            "{field}: must not contain control characters"
-        )));
-    }
-    Ok(())
-}
-
 async fn register(
     State(s): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<RegisterResponse>, AppError> {
+    require(&body, &["worker_id", "worker_type", "capabilities"])?;
+    if let Some(caps) = body.get("capabilities") {
+        check_capabilities_size(caps)?;
+    }
     let req: RegisterRequest = typed(body)?;
     check_worker_id("worker_id", &req.worker_id)?;
     if req.capabilities.slots == Some(0) {
@@ -74,6 +60,9 @@ async fn heartbeat(
     OptionalTyped(body): OptionalTyped<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, AppError> {
     let hb = body.unwrap_or_default();
+    if let Some(m) = &hb.metrics {
+        check_metrics(m)?;
+    }
     Ok(Json(s.fleet.heartbeat(&id, hb)?))
 }
 
