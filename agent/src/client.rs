@@ -1,10 +1,11 @@
 //! The orchestrator's HTTP API as the agent uses it: one `ureq::Agent`, built once, shared
 //! by clone between the heartbeat thread and the work loops.
 
+use std::io::Read;
 use std::time::Duration;
 
 use pifleet_protocol::{
-    paths, task_path, worker_path, HeartbeatRequest, HeartbeatResponse, PollResponse,
+    paths, stream_path, task_path, worker_path, HeartbeatRequest, HeartbeatResponse, PollResponse,
     RegisterRequest, RegisterResponse, ResultRequest, TaskAssignment, UnregisterResponse,
 };
 use serde::de::DeserializeOwned;
@@ -61,35 +62,32 @@ impl Client {
         serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A request with this call's time bound and the worker token.
+    fn authed<B>(
+        &self,
+        req: ureq::RequestBuilder<B>,
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<B> {
+        let req = req.config().timeout_global(Some(timeout)).build();
+        match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
     fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let mut req = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(timeout))
-            .build();
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        self.finish(req.send_json(body))
+        let req = self.agent.post(format!("{}{path}", self.base));
+        self.finish(self.authed(req, timeout).send_json(body))
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ClientError> {
-        let mut req = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(timeout))
-            .build();
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        self.finish(req.call())
+        let req = self.agent.get(format!("{}{path}", self.base));
+        self.finish(self.authed(req, timeout).call())
     }
 
     pub fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
@@ -118,6 +116,31 @@ impl Client {
 
     pub fn result(&self, task_id: &str, req: &ResultRequest) -> Result<(), ClientError> {
         let _: serde_json::Value = self.post(&task_path(task_id, "result"), req, CALL_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// One chunked upload of a streaming task's NDJSON lines, each read from `body` sent
+    /// as its own chunk at once.
+    pub fn stream(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        body: &mut dyn Read,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .agent
+            .post(format!(
+                "{}{}",
+                self.base,
+                stream_path(task_id, worker_id, attempt)
+            ))
+            .header("Content-Type", "application/x-ndjson");
+        let _: serde_json::Value = self.finish(
+            self.authed(req, timeout)
+                .send(ureq::SendBody::from_reader(body)),
+        )?;
         Ok(())
     }
 

@@ -105,7 +105,7 @@ impl Shown {
             if self.cards.get(id).is_some_and(|(f, _)| *f == fp) {
                 continue;
             }
-            let html = page::live_card(d);
+            let html = page::live_card(d, &s.thresholds);
             let same_html = self.cards.get(id).is_some_and(|(_, h)| *h == html);
             self.cards.insert(id.clone(), (fp, html.clone()));
             if !same_html {
@@ -205,25 +205,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{Capabilities, NodeView, WorkerState};
+    use crate::health::test_node;
 
     fn node(id: &str, last_seen: f64) -> NodeDetail {
-        NodeDetail {
-            node: NodeView {
-                worker_id: id.into(),
-                worker_type: "pifleet-agent".into(),
-                status: WorkerState::Online,
-                draining: false,
-                registered_at: 0.0,
-                last_seen,
-                capabilities: Capabilities::default(),
-                metrics: None,
-                current_tasks: vec![],
-                tasks_completed: 0,
-                tasks_failed: 0,
-            },
-            history: vec![],
-        }
+        test_node(id, last_seen).into()
     }
 
     fn snap(at: f64, nodes: Vec<NodeDetail>) -> FleetSnapshot {

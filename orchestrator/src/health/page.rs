@@ -5,100 +5,20 @@
 use std::fmt::Write as _;
 
 use pifleet_protocol::human::{ago, bytes};
-use pifleet_protocol::{MetricSample, NodeDetail, WorkerState};
+use pifleet_protocol::{Heat, MetricSample, NodeDetail, Thresholds, WorkerState};
 
-use super::{shown_status, FleetSnapshot};
+use super::html::{escape, sparkline, time};
+use super::FleetSnapshot;
 
 pub const CSS: &str = include_str!("assets/pifleet.css");
 pub const JS: &str = include_str!("assets/pifleet.js");
 pub const CSS_PATH: &str = "/static/pifleet.css";
 pub const JS_PATH: &str = "/static/pifleet.js";
 
-/// Temperatures shown as warm and hot: the scheduler's default soft and hard limits.
-const TEMP_WARM_C: f32 = 80.0;
-const TEMP_HOT_C: f32 = 85.0;
 /// At most this many history points per sparkline.
 const SPARK_POINTS: usize = 60;
 /// Failures listed on the page.
 const FAILURES_SHOWN: usize = 10;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A `<time>` the page's script keeps ticking. Without `now` (live updates) it is left
-/// empty for the script to fill, so an unchanged card renders to the same bytes.
-fn time(at: f64, now: Option<f64>) -> String {
-    let text = now.map(|now| ago(at, now)).unwrap_or_default();
-    format!(r#"<time data-ts="{at:.3}">{}</time>"#, escape(&text))
-}
-
-/// An inline SVG sparkline of `values` (gaps for missing points) on a fixed `lo..hi`
-/// scale, with an optional dashed limit line.
-pub fn sparkline(
-    values: &[Option<f64>],
-    lo: f64,
-    hi: f64,
-    limit: Option<f64>,
-    label: &str,
-) -> String {
-    const W: f64 = 120.0;
-    const H: f64 = 28.0;
-    let span = (hi - lo).max(f64::EPSILON);
-    let y = |v: f64| H - 1.0 - ((v - lo) / span).clamp(0.0, 1.0) * (H - 2.0);
-    let n = values.len();
-    let x = |i: usize| {
-        if n <= 1 {
-            W
-        } else {
-            i as f64 * W / (n - 1) as f64
-        }
-    };
-    let mut svg = format!(
-        r#"<svg class="spark" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="{}">"#,
-        escape(label)
-    );
-    if let Some(l) = limit.filter(|l| *l > lo && *l < hi) {
-        let _ = write!(
-            svg,
-            r#"<line class="limit" x1="0" x2="{W}" y1="{0:.1}" y2="{0:.1}"/>"#,
-            y(l)
-        );
-    }
-    // One polyline per run of present points.
-    let mut run: Vec<String> = Vec::new();
-    let flush = |run: &mut Vec<String>, svg: &mut String| {
-        if run.len() == 1 {
-            let only = run[0].clone();
-            run.push(only);
-        }
-        if !run.is_empty() {
-            let _ = write!(svg, r#"<polyline points="{}"/>"#, run.join(" "));
-            run.clear();
-        }
-    };
-    for (i, v) in values.iter().enumerate() {
-        match v {
-            Some(v) if v.is_finite() => run.push(format!("{:.1},{:.1}", x(i), y(*v))),
-            _ => flush(&mut run, &mut svg),
-        }
-    }
-    flush(&mut run, &mut svg);
-    svg.push_str("</svg>");
-    svg
-}
 
 fn last_points(history: &[MetricSample]) -> &[MetricSample] {
     &history[history.len().saturating_sub(SPARK_POINTS)..]
@@ -109,13 +29,14 @@ fn status_class(s: WorkerState) -> &'static str {
 }
 
 /// One node's card. `data-id` carries the node id for the live updates.
-pub fn node_card(detail: &NodeDetail, now: f64) -> String {
-    card(detail, Some(now))
+/// Temperatures are marked warm and hot at the configured `t`.
+pub fn node_card(detail: &NodeDetail, now: f64, t: &Thresholds) -> String {
+    card(detail, Some(now), t)
 }
 
-fn card(detail: &NodeDetail, now: Option<f64>) -> String {
+fn card(detail: &NodeDetail, now: Option<f64>, t: &Thresholds) -> String {
     let n = &detail.node;
-    let status = shown_status(n);
+    let status = n.shown_status();
     let m = n.metrics.as_ref();
     let hist = last_points(&detail.history);
     let mut h = String::new();
@@ -152,10 +73,10 @@ fn card(detail: &NodeDetail, now: Option<f64>) -> String {
 
     // Temperature
     let temp = m.and_then(|m| m.temperature_c);
-    let temp_cls = match temp {
-        Some(t) if t >= TEMP_HOT_C => "hot",
-        Some(t) if t >= TEMP_WARM_C => "warm",
-        Some(_) => "ok",
+    let temp_cls = match temp.map(|c| t.heat(c)) {
+        Some(Heat::Hot) => "hot",
+        Some(Heat::Warm) => "warm",
+        Some(Heat::Cool) => "ok",
         None => "none",
     };
     let temps: Vec<Option<f64>> = hist
@@ -173,7 +94,7 @@ fn card(detail: &NodeDetail, now: Option<f64>) -> String {
             &temps,
             t_lo,
             t_hi,
-            Some(f64::from(TEMP_WARM_C)),
+            Some(f64::from(t.soft_temp_c)),
             "temperature history"
         ),
     );
@@ -381,8 +302,8 @@ pub const EMPTY_NODES_HTML: &str = EMPTY_NODES;
 
 /// A card for the live updates: relative times are left for the script to fill, so a
 /// card whose node did not change renders to the same bytes.
-pub fn live_card(detail: &NodeDetail) -> String {
-    card(detail, None)
+pub fn live_card(detail: &NodeDetail, t: &Thresholds) -> String {
+    card(detail, None, t)
 }
 
 /// The failures list for the live updates (relative times left to the script).
@@ -401,7 +322,7 @@ pub fn sorted(s: &FleetSnapshot) -> Vec<&NodeDetail> {
 pub fn page(s: &FleetSnapshot) -> String {
     let mut cards = String::new();
     for d in sorted(s) {
-        cards.push_str(&node_card(d, s.at));
+        cards.push_str(&node_card(d, s.at, &s.thresholds));
     }
     if cards.is_empty() {
         cards.push_str(EMPTY_NODES);
@@ -443,26 +364,19 @@ pub fn page(s: &FleetSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{Capabilities, NodeMetrics, NodeView};
+    use crate::health::test_node;
+    use pifleet_protocol::{NodeMetrics, NodeView};
 
     fn detail(id: &str, temp: f32) -> NodeDetail {
         NodeDetail {
             node: NodeView {
-                worker_id: id.into(),
-                worker_type: "pifleet-agent".into(),
-                status: WorkerState::Online,
-                draining: false,
-                registered_at: 0.0,
-                last_seen: 95.0,
-                capabilities: Capabilities::default(),
                 metrics: Some(NodeMetrics {
                     temperature_c: Some(temp),
                     cpu_percent: Some(40.0),
                     ..Default::default()
                 }),
-                current_tasks: vec![],
                 tasks_completed: 1,
-                tasks_failed: 0,
+                ..test_node(id, 95.0)
             },
             history: (0..3)
                 .map(|i| MetricSample {
@@ -472,6 +386,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            thresholds: None,
         }
     }
 
@@ -479,7 +394,7 @@ mod tests {
     fn card_escapes_the_node_id_and_shows_metrics() {
         let mut d = detail("<pi&1>", 81.5);
         d.node.draining = true;
-        let html = node_card(&d, 100.0);
+        let html = node_card(&d, 100.0, &Thresholds::default());
         assert!(html.contains(r#"data-id="&lt;pi&amp;1&gt;""#), "{html}");
         assert!(!html.contains("<pi&1>"));
         assert!(
@@ -489,19 +404,6 @@ mod tests {
         assert!(html.contains("st-draining"));
         assert!(html.contains("draining: no new work"));
         assert!(html.contains("5s ago"));
-    }
-
-    #[test]
-    fn sparkline_breaks_at_missing_points() {
-        let svg = sparkline(
-            &[Some(0.0), None, Some(100.0), Some(50.0)],
-            0.0,
-            100.0,
-            None,
-            "x",
-        );
-        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
     }
 
     #[test]
