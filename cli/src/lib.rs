@@ -321,7 +321,10 @@ fn wait_for(
     loop {
         let asked = Instant::now();
         let status = client.task_wait(task_id, Duration::from_secs(1))?;
-        let settled = matches!(status.status, TaskState::Completed | TaskState::Failed);
+        let settled = matches!(
+            status.status,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        );
         let mut line = format!("task {} {}", short(task_id), status.status.as_str());
         if let Some(node) = &status.assigned_to {
             if status.status == TaskState::Assigned {

@@ -493,6 +493,7 @@ mod tests {
             current_tasks: vec![],
             tasks_completed: 3,
             tasks_failed: 0,
+            streaming: vec![],
         }
     }
 

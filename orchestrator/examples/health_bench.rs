@@ -109,7 +109,7 @@ fn main() {
         delta.len() / 1024
     );
     let (ms, text) = time(20, || {
-        metrics::render(&fleet.snapshot(false, 0), fleet.histograms())
+        metrics::render(&fleet.snapshot(false, 0), fleet.histograms(), None)
     });
     println!(
         "  /metrics (snapshot + encode): {ms:.2} ms, {} KiB, {} samples",
@@ -134,7 +134,7 @@ fn main() {
     let (ms, _) = time(20, || fleet.pending_by_priority());
     println!("  pending by priority with {tasks} pending: {ms:.2} ms");
     let (ms, _) = time(20, || {
-        metrics::render(&fleet.snapshot(false, 0), fleet.histograms())
+        metrics::render(&fleet.snapshot(false, 0), fleet.histograms(), None)
     });
     println!("  /metrics with {tasks} tasks queued: {ms:.2} ms");
 }

@@ -205,7 +205,8 @@ pub mod human {
 // ---------------------------------------------------------------------------------------
 // States
 
-/// A task's state. The seed's four, unchanged.
+/// A task's state: the seed's four, plus `cancelled` (its gateway client hung up, or
+/// no node took it within the gateway's queue time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -213,6 +214,7 @@ pub enum TaskState {
     Assigned,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl TaskState {
@@ -222,6 +224,7 @@ impl TaskState {
             TaskState::Assigned => "assigned",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
         }
     }
 
@@ -232,6 +235,7 @@ impl TaskState {
             "assigned" => Some(TaskState::Assigned),
             "completed" => Some(TaskState::Completed),
             "failed" => Some(TaskState::Failed),
+            "cancelled" => Some(TaskState::Cancelled),
             _ => None,
         }
     }
@@ -730,6 +734,9 @@ pub struct TaskCounts {
     /// Attempts that were revoked and requeued (dead node, timeout, retryable failure).
     #[serde(default)]
     pub retried: u64,
+    /// Gateway requests whose client hung up (or that waited past the queue time).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -770,6 +777,9 @@ pub struct NodeView {
     pub current_tasks: Vec<String>,
     pub tasks_completed: u64,
     pub tasks_failed: u64,
+    /// Gateway tasks whose answer the node is streaming to a client right now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streaming: Vec<String>,
 }
 
 impl NodeView {

@@ -24,6 +24,7 @@
 //! a worker starts waiting, the best waiting node for each lane head gets it. A hot node
 //! that polls first therefore does not beat a cool one already waiting.
 
+mod cancel;
 mod dispatch;
 mod error;
 mod housekeeping;
@@ -34,6 +35,7 @@ pub mod placement;
 mod poll;
 mod queue;
 mod recover;
+pub mod stream;
 mod tally;
 mod task;
 mod tasks;
@@ -101,6 +103,8 @@ struct Shared {
     histograms: Histograms,
     started_at: f64,
     shutting_down: AtomicBool,
+    /// Gateway answers being streamed from agents to their clients.
+    streams: stream::StreamHub,
 }
 
 /// The orchestrator's shared state: cheap to clone, one per server.
@@ -145,6 +149,11 @@ impl Fleet {
     /// True once shutdown has begun: long-lived responses (event streams) should end.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The relay of streamed gateway answers.
+    pub fn streams(&self) -> &stream::StreamHub {
+        &self.shared.streams
     }
 
     /// The scheduling-latency and task-duration histograms `/metrics` exports.

@@ -39,6 +39,18 @@ impl Queue {
         id
     }
 
+    /// Takes a pending task out of the queue (it was cancelled).
+    pub fn remove(&mut self, task: &Task, aging_s: f64) {
+        match task.not_before {
+            Some(nb) => {
+                self.delayed.remove(&(micros(nb), task.seq));
+            }
+            None => {
+                self.remove_ready(&task.req, task.rank(aging_s));
+            }
+        }
+    }
+
     /// Takes the next task whose backoff is over at `now`, if any.
     pub fn pop_due(&mut self, now: f64) -> Option<TaskId> {
         let entry = self.delayed.first_entry()?;

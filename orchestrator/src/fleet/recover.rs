@@ -54,7 +54,7 @@ impl Fleet {
                         None => orphans.push(id.clone()),
                     }
                 }
-                TaskState::Completed | TaskState::Failed => {}
+                TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {}
             }
             inner.tasks.insert(id, task);
         }
@@ -82,6 +82,7 @@ impl Fleet {
                 histograms: Histograms::default(),
                 started_at: now,
                 shutting_down: AtomicBool::new(false),
+                streams: Default::default(),
             }),
         };
         if !orphans.is_empty() {

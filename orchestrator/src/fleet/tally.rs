@@ -22,6 +22,7 @@ pub(super) struct Tally {
     pub assigned: u64,
     pub completed: u64,
     pub failed: u64,
+    pub cancelled: u64,
     /// Attempts put back in the queue after a counted failure (cumulative).
     pub retried: u64,
     /// Settled tasks forgotten after their retention (still in completed / failed).
@@ -38,6 +39,7 @@ impl Tally {
             TaskState::Assigned => &mut self.assigned,
             TaskState::Completed => &mut self.completed,
             TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
         }
     }
 
@@ -92,10 +94,11 @@ impl Tally {
 
     /// A settled task is forgotten; it still counts as completed or failed.
     pub fn pruned(&mut self, state: TaskState) {
-        if state == TaskState::Failed {
-            self.pruned_failed += 1;
-        } else {
-            self.pruned_completed += 1;
+        match state {
+            TaskState::Failed => self.pruned_failed += 1,
+            TaskState::Completed => self.pruned_completed += 1,
+            // Cancelled requests are not work done or failed: they leave no total.
+            _ => self.cancelled = self.cancelled.saturating_sub(1),
         }
     }
 
@@ -124,6 +127,7 @@ impl Tally {
             completed: self.completed,
             failed: self.failed,
             retried: self.retried,
+            cancelled: self.cancelled,
         }
     }
 

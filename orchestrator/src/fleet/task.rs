@@ -148,7 +148,10 @@ impl Task {
     }
 
     pub fn is_settled(&self) -> bool {
-        matches!(self.state, TaskState::Completed | TaskState::Failed)
+        matches!(
+            self.state,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 
     /// True while `worker` holds `attempt` of this task.

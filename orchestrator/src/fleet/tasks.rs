@@ -44,6 +44,8 @@ pub(super) enum Revoke {
     Failed,
     Unregistered,
     Undelivered,
+    /// The attempt's stream to a gateway client broke before its first chunk.
+    StreamBroken,
 }
 
 pub(super) fn remember_failed(recent: &mut VecDeque<TaskId>, id: &TaskId) {
@@ -64,10 +66,12 @@ fn refusal(task_id: &str, task: &Task, report: &ResultReport) -> Option<FleetErr
         return None;
     }
     Some(match (task.state, report.attempt) {
-        (TaskState::Completed | TaskState::Failed, _) => FleetError::AlreadySettled {
-            task: task_id.to_string(),
-            state: task.state,
-        },
+        (TaskState::Completed | TaskState::Failed | TaskState::Cancelled, _) => {
+            FleetError::AlreadySettled {
+                task: task_id.to_string(),
+                state: task.state,
+            }
+        }
         (_, Some(a)) if a != task.attempt || task.state != TaskState::Assigned => {
             FleetError::StaleAttempt {
                 task: task_id.to_string(),
@@ -253,8 +257,16 @@ impl Inner {
             Revoke::Undelivered => {
                 format!("attempt {attempt}: \"{holder}\" hung up before receiving it")
             }
+            Revoke::StreamBroken => {
+                format!("attempt {attempt}: the stream from \"{holder}\" broke off")
+            }
         };
-        let counted = matches!(why, Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed);
+        // A stream is only ever fed by its current attempt.
+        sh.streams.stop(id, Some(attempt));
+        let counted = matches!(
+            why,
+            Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed | Revoke::StreamBroken
+        );
         if counted {
             task.failures += 1;
         }

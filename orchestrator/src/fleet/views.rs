@@ -212,7 +212,9 @@ impl Fleet {
 
     /// Every node, sorted by id, as operators see it.
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.lock().nodes.values().map(Node::view).collect()
+        let mut views: Vec<NodeView> = self.lock().nodes.values().map(Node::view).collect();
+        self.mark_streaming(views.iter_mut());
+        views
     }
 
     /// `GET /api/nodes`: every node and the thresholds they are judged by.
@@ -229,6 +231,7 @@ impl Fleet {
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
         let mut detail = self.lock().nodes.get(id).map(Node::detail)?;
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
+        self.mark_streaming(std::iter::once(&mut detail.node));
         Some(detail)
     }
 
@@ -249,13 +252,31 @@ impl Fleet {
                 }
             })
             .collect();
-        FleetSnapshot {
+        let mut snap = FleetSnapshot {
             at,
             nodes,
             pending_by_priority: inner.tally.pending_by_priority(),
             tasks: inner.tally.counts(inner.tasks.len()),
             recent_failures: inner.recent_failures(failures),
             thresholds: self.shared.limits.thermal.thresholds(),
+        };
+        drop(inner);
+        self.mark_streaming(snap.nodes.iter_mut().map(|d| &mut d.node));
+        snap
+    }
+
+    /// Which gateway answers each node is streaming now (read after the fleet's lock).
+    fn mark_streaming<'a>(&self, views: impl Iterator<Item = &'a mut NodeView>) {
+        let streaming = self.shared.streams.streaming();
+        if streaming.is_empty() {
+            return;
+        }
+        for v in views {
+            v.streaming = streaming
+                .iter()
+                .filter(|(_, w)| *w == v.worker_id)
+                .map(|(t, _)| t.clone())
+                .collect();
         }
     }
 

@@ -34,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::FleetSnapshot;
+use crate::gateway::metrics::GatewayMetrics;
 use crate::telemetry::Histograms;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
@@ -61,7 +62,7 @@ fn bool_f(b: bool) -> f64 {
 }
 
 /// Renders the whole exposition for one scrape.
-pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
+pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics>) -> String {
     let mut r = Registry::default();
     let up = gauge_family(
         &mut r,
@@ -207,6 +208,9 @@ pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
     );
     let mut out = String::new();
     // Writing to a String cannot fail.
+    if let Some(g) = gateway {
+        g.register(&mut r);
+    }
     let _ = encode(&mut out, &r);
     out
 }
@@ -246,7 +250,7 @@ mod tests {
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);
         h.observe_task_duration(1.5);
-        let text = render(&s, &h);
+        let text = render(&s, &h, None);
         for line in [
             r#"pifleet_node_temperature_celsius{node="pi-1"} 61.5"#,
             r#"pifleet_node_draining{node="pi-1"} 1"#,

@@ -41,7 +41,11 @@ pub fn router(state: AppState) -> Router<AppState> {
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {
-    let text = metrics::render(&s.fleet.snapshot(false, 0), s.fleet.histograms());
+    let text = metrics::render(
+        &s.fleet.snapshot(false, 0),
+        s.fleet.histograms(),
+        Some(&s.gateway.metrics),
+    );
     (
         [(
             header::CONTENT_TYPE,
