@@ -77,6 +77,7 @@ mkdir -p "$dir"
 
 pids=()        # orchestrator and Ollama stand-in
 agent_pids=()
+watch_pid=
 stop_all() {
   local p
   for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -84,6 +85,10 @@ stop_all() {
 }
 cleanup() {
   trap - INT TERM EXIT
+  if [[ -n $watch_pid ]]; then
+    kill -TERM "$watch_pid" 2>/dev/null || true
+    wait "$watch_pid" 2>/dev/null || true
+  fi
   if ((${#agent_pids[@]})); then
     say "stopping ${#agent_pids[@]} agents (they hand back work, flush spools, unregister)..."
     stop_all "${agent_pids[@]}"
@@ -216,4 +221,8 @@ if [[ ${FLEET_WATCH:-1} == 0 ]]; then
 fi
 say "nodes, queue and recent tasks below (refreshed every 2 s; Ctrl-C stops the fleet)"
 sleep 1
-cli watch -n 2 || true
+# In the background so a SIGTERM to this script (not only a Ctrl-C to the terminal) stops
+# the fleet: bash runs its trap as soon as `wait` is interrupted.
+cli watch -n 2 &
+watch_pid=$!
+wait "$watch_pid" || true

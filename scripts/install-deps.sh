@@ -24,6 +24,8 @@ need xz-utils
 need curl
 need jq
 need python3
+# scripts/python-venv.sh: the gateway tests' venv with the openai and ollama packages.
+need python3-venv
 if ((${#packages[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

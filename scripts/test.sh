@@ -9,6 +9,7 @@ step() { echo; echo "=== $* ($(($(date +%s) - start)) s)"; }
 
 step "dependencies"
 scripts/install-deps.sh
+scripts/python-venv.sh
 step "format"
 cargo fmt --all --check
 step "clippy"

@@ -340,6 +340,34 @@ async fn chunks_reach_the_client_one_by_one_and_end_with_done() {
     let (s, _) = h.result(id, "pi-1", chat_result("The sky")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h.status(id).await["status"], "completed");
+    let resp = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "pifleet_gateway_requests_total{api=\"openai\",endpoint=\"chat\",outcome=\"ok\"} 1",
+        "pifleet_gateway_time_to_first_token_seconds_count{model=\"llama3.2:1b\"} 1",
+        "pifleet_gateway_tokens_per_second_count{model=\"llama3.2:1b\"} 1",
+        "pifleet_gateway_relayed_chunks_total 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
 }
 
 #[tokio::test]

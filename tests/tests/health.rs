@@ -207,6 +207,19 @@ fn metrics_parse_as_prometheus_text() {
 }
 
 /// Reads server-sent events until one's data satisfies `pred`.
+/// `GET /api/events`, read with a bound: a stream that never ended fails the test
+/// instead of hanging it.
+fn event_stream(orch: &Orch) -> ureq::http::Response<ureq::Body> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .get(format!("{}/api/events", orch.base))
+        .call()
+        .expect("event stream")
+}
+
 fn read_event_until(
     reader: &mut impl BufRead,
     deadline: Instant,
@@ -236,14 +249,7 @@ fn read_event_until(
 fn event_stream_pushes_node_changes() {
     let orch = Orch::start(&[]);
     let a = SimAgent::up(&orch.base, "pi-a", 50.0);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let resp = agent
-        .get(format!("{}/api/events", orch.base))
-        .call()
-        .expect("event stream");
+    let resp = event_stream(&orch);
     assert!(resp
         .headers()
         .get("content-type")
@@ -274,15 +280,7 @@ fn event_stream_pushes_node_changes() {
 fn open_status_page_does_not_hold_up_shutdown() {
     let mut orch = Orch::start(&[]);
     SimAgent::up(&orch.base, "pi-a", 50.0);
-    // A bounded read: a stream that never ended would fail the test, not hang it.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let resp = agent
-        .get(format!("{}/api/events", orch.base))
-        .call()
-        .expect("event stream");
+    let resp = event_stream(&orch);
     let mut reader = BufReader::new(resp.into_body().into_reader());
     read_event_until(
         &mut reader,
@@ -444,4 +442,143 @@ fn real_agent_reports_metrics_runs_work_and_respects_drain() {
     });
     let (_, n) = orch.get("/api/nodes/pi-real");
     assert_eq!(n["tasks_completed"], json!(2), "{n}");
+}
+
+#[test]
+fn node_counts_agree_everywhere_and_per_node_totals_survive_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Heartbeats every 0.2 s: a node silent for 3 intervals is dead within a second.
+    let env = [("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")];
+    let mut orch = Orch::start(&env);
+    let ids = ["pi-online", "pi-busy", "pi-drain"];
+    let live: Vec<SimAgent> = ids
+        .iter()
+        .map(|id| SimAgent::up(&orch.base, id, 50.0))
+        .collect();
+    SimAgent::up(&orch.base, "pi-gone", 50.0);
+    // Work first: 2 done on pi-online, 1 done on pi-busy (which then holds one), 1 done
+    // and 1 failed on pi-drain (which is then drained).
+    let settle = |a: &SimAgent, ok: bool| {
+        let id = orch.submit(TYPE, 5);
+        let task = a.poll(5).expect("the only waiting node gets it");
+        assert_eq!(task.task_id, id);
+        let result = if ok {
+            json!({"success": true, "genome": {"x": 1.0}})
+        } else {
+            json!({"success": false, "error": "bad genome"})
+        };
+        assert_eq!(a.result(&task, result), 200);
+    };
+    settle(&live[0], true);
+    settle(&live[0], true);
+    settle(&live[1], true);
+    settle(&live[2], true);
+    settle(&live[2], false);
+    orch.submit(TYPE, 5);
+    live[1].poll(5).expect("pi-busy holds a task");
+    let (status, _) = orch.post("/api/nodes/pi-drain/drain", json!({}));
+    assert_eq!(status, 200);
+
+    // The live nodes keep beating while pi-gone falls silent.
+    let beating = Arc::new(AtomicBool::new(true));
+    let beat = {
+        let beating = beating.clone();
+        std::thread::spawn(move || {
+            while beating.load(Ordering::Relaxed) {
+                for a in &live {
+                    a.heartbeat(pi_metrics(50.0));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    fleet::wait_for("pi-gone dead", Duration::from_secs(20), || {
+        let (_, v) = orch.get("/api/nodes/pi-gone");
+        (v["status"] == json!("dead")).then_some(())
+    });
+
+    // One truth: 1 online, 1 busy, 1 draining, 1 dead, in every view.
+    let (_, health) = orch.get("/health");
+    assert_eq!(
+        health["workers_online"],
+        json!(2),
+        "online + busy: {health}"
+    );
+    let (_, stats) = orch.get("/api/stats");
+    let w = &stats["workers"];
+    assert_eq!(
+        [
+            &w["online"],
+            &w["busy"],
+            &w["draining"],
+            &w["dead"],
+            &w["total"]
+        ],
+        [&json!(1), &json!(1), &json!(1), &json!(1), &json!(4)],
+        "{stats}"
+    );
+    let (_, nodes) = orch.get("/api/nodes");
+    let nodes: NodesResponse = serde_json::from_value(nodes).unwrap();
+    let shown = |s: WorkerState| nodes.nodes.iter().filter(|n| n.shown_status() == s).count();
+    assert_eq!(
+        [
+            shown(WorkerState::Online),
+            shown(WorkerState::Busy),
+            shown(WorkerState::Draining),
+            shown(WorkerState::Dead)
+        ],
+        [1, 1, 1, 1]
+    );
+    let watch = ok(&pifleet(&orch.base, &["watch", "--count", "1"]));
+    assert!(
+        watch.contains("4 nodes: 1 online, 1 busy, 1 draining, 1 dead"),
+        "{watch}"
+    );
+    let (_, html) = orch.get_text("/");
+    for status in ["online", "busy", "draining", "dead"] {
+        assert!(
+            html.contains(&format!(
+                r#"<span class="stat st-{status}"><b>1</b> {status}</span>"#
+            )),
+            "the page's {status} count: {html}"
+        );
+    }
+    let (_, metrics) = orch.get_text("/metrics");
+    for status in ["online", "busy", "draining", "dead"] {
+        assert!(
+            metrics.contains(&format!("pifleet_nodes{{status=\"{status}\"}} 1")),
+            "{metrics}"
+        );
+    }
+
+    // Per-node totals survive a crash of the orchestrator.
+    beating.store(false, Ordering::Relaxed);
+    beat.join().unwrap();
+    let totals = |orch: &Orch| {
+        let (_, stats) = orch.get("/api/stats");
+        let (_, nodes) = orch.get("/api/nodes");
+        let (_, list) = orch.get("/api/workers/list");
+        let find = |v: &Value, id: &str| -> Value {
+            v.as_array()
+                .and_then(|all| all.iter().find(|n| n["worker_id"] == id))
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} missing in {v}"))
+        };
+        ids.map(|id| {
+            let node = find(&nodes["nodes"], id);
+            let listed = find(&list["workers"], id);
+            let per = &stats["per_worker"][id];
+            assert_eq!(per["tasks_completed"], node["tasks_completed"], "{id}");
+            assert_eq!(per["tasks_completed"], listed["tasks_completed"], "{id}");
+            assert_eq!(per["tasks_failed"], node["tasks_failed"], "{id}");
+            (
+                per["tasks_completed"].as_u64().unwrap(),
+                per["tasks_failed"].as_u64().unwrap(),
+            )
+        })
+    };
+    assert_eq!(totals(&orch), [(2, 0), (1, 0), (1, 1)]);
+    orch = orch.crash_and_restart(&env);
+    assert_eq!(totals(&orch), [(2, 0), (1, 0), (1, 1)], "after a restart");
 }

@@ -58,7 +58,7 @@ pub use limits::{Limits, Thermal};
 pub use poll::{Delivery, PollTicket};
 pub use task::{NewTask, ResultReport, TaskId};
 pub use tasks::Settled;
-pub use views::{FailedTask, FleetSnapshot};
+pub use views::{FailedTask, FleetSnapshot, NodeSpeed, Work};
 
 use node::Node;
 use queue::Queue;
@@ -82,6 +82,9 @@ struct Inner {
     settle_watchers: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     /// The most recently failed tasks, oldest first (bounded), for the status page.
     recent_failed: VecDeque<TaskId>,
+    /// The most recently settled tasks, completed or failed, oldest first (bounded), for
+    /// the recent work of the CLI's watch and the page.
+    recent_settled: VecDeque<TaskId>,
 }
 
 impl Inner {

@@ -14,8 +14,8 @@ use super::task::{NewTask, ResultReport, Task, TaskId};
 use super::{Fleet, Inner, Shared};
 use crate::store::{CommitResult, Mutation};
 
-/// Failed tasks remembered for the status page.
-pub(super) const RECENT_FAILED_KEPT: usize = 50;
+/// Failed tasks, and settled tasks, remembered for the recent lists.
+pub(super) const RECENT_KEPT: usize = 50;
 
 /// What became of a result report.
 #[derive(Debug)]
@@ -48,8 +48,8 @@ pub(super) enum Revoke {
     StreamBroken,
 }
 
-pub(super) fn remember_failed(recent: &mut VecDeque<TaskId>, id: &TaskId) {
-    if recent.len() >= RECENT_FAILED_KEPT {
+pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) {
+    if recent.len() >= RECENT_KEPT {
         recent.pop_front();
     }
     recent.push_back(id.clone());
@@ -157,8 +157,9 @@ impl Fleet {
                 .tally
                 .moved(TaskState::Assigned, new_state, task.priority);
             inner.notify_settled(&id);
+            remember(&mut inner.recent_settled, &id);
             if new_state == TaskState::Failed {
-                remember_failed(&mut inner.recent_failed, &id);
+                remember(&mut inner.recent_failed, &id);
             }
             if let Some(node) = inner.nodes.get_mut(w) {
                 node.current.retain(|t| *t != id);
@@ -280,7 +281,8 @@ impl Inner {
                 task.failures
             ));
             task.assigned_to = Some(holder.clone());
-            remember_failed(&mut self.recent_failed, id);
+            remember(&mut self.recent_failed, id);
+            remember(&mut self.recent_settled, id);
             tracing::warn!(task = %id, error = task.error.as_deref().unwrap_or(""), "task failed");
         } else {
             task.state = TaskState::Pending;

@@ -107,3 +107,27 @@ impl GatewayMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_by_model() {
+        let m = GatewayMetrics::default();
+        m.request("openai", "chat", "ok");
+        m.first_token("llama3.2:1b", 0.02);
+        m.tokens_per_second("llama3.2:1b", 40.0);
+        let mut r = Registry::default();
+        m.register(&mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        for line in [
+            r#"pifleet_gateway_requests_total{api="openai",endpoint="chat",outcome="ok"} 1"#,
+            r#"pifleet_gateway_time_to_first_token_seconds_count{model="llama3.2:1b"} 1"#,
+            r#"pifleet_gateway_tokens_per_second_count{model="llama3.2:1b"} 1"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line}:\n{out}");
+        }
+    }
+}

@@ -246,6 +246,7 @@ mod tests {
             },
             recent_failures: vec![],
             thresholds: Default::default(),
+            work: Default::default(),
         };
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);

@@ -8,6 +8,7 @@ pub mod events;
 pub mod html;
 pub mod metrics;
 pub mod page;
+pub mod work;
 
 pub use crate::fleet::{FailedTask, FleetSnapshot};
 

@@ -1,5 +1,5 @@
 //! The status page: server-rendered HTML (nodes as cards with inline-SVG sparklines, the
-//! queue by priority, recent failures) and the same fragments as JSON for the live
+//! work (`work.rs`), the queue by priority, recent failures) and the same fragments as JSON for the live
 //! updates. The CSS and the small script are embedded in the binary: no build step, no CDN.
 
 use std::fmt::Write as _;
@@ -341,7 +341,10 @@ pub fn page(s: &FleetSnapshot) -> String {
 <header class="top"><h1>pifleet</h1><span id="live" class="live off" title="live updates">connecting</span></header>
 <section id="summary" class="summary">{summary}</section>
 <main>
+<div class="main-col">
 <section class="nodes-wrap"><h2 class="section">Nodes</h2><div id="nodes" class="nodes">{cards}</div></section>
+<section class="work-wrap"><h2 class="section">Work</h2><div id="work">{work}</div></section>
+</div>
 <aside>
 <section><h2 class="section">Queue by priority</h2><div id="queue">{queue}</div></section>
 <section><h2 class="section">Recent failures</h2><div id="failures">{failures}</div></section>
@@ -356,6 +359,7 @@ pub fn page(s: &FleetSnapshot) -> String {
         summary = summary_html(s),
         queue = queue_html(s),
         failures = failures_html(s),
+        work = super::work::work_html(s, Some(s.at)),
         at = s.at,
         asof = ago(s.at, s.at),
     )
