@@ -267,12 +267,16 @@ impl WorkerState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"healthy"`.
+    /// `"healthy"`, or `"degraded"` while the store refuses commits.
     pub status: String,
     pub workers_online: u64,
     pub tasks_pending: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Why the store refuses commits (e.g. `database or disk is full`), while it does:
+    /// submits and results are then answered 503 and nothing is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

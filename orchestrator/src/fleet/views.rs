@@ -194,13 +194,20 @@ impl Fleet {
     /// `workers_online` counts the nodes that take work (online or busy): a draining or
     /// dead node is not online here, as in `/api/stats`, `/api/nodes`, the CLI and the page.
     pub fn health(&self) -> HealthResponse {
+        let store_error = self.store_failing();
         let inner = self.lock();
         let w = inner.worker_counts();
         HealthResponse {
-            status: "healthy".into(),
+            status: if store_error.is_some() {
+                "degraded"
+            } else {
+                "healthy"
+            }
+            .into(),
             workers_online: w.online + w.busy,
             tasks_pending: inner.tally.pending,
             version: Some(env!("CARGO_PKG_VERSION").into()),
+            store_error,
         }
     }
 
