@@ -109,7 +109,7 @@ async fn a_refused_commit_leaves_nothing_behind_and_work_resumes_when_space_retu
     let mut stored: Vec<(String, String)> = snap
         .tasks
         .iter()
-        .map(|t| (t.id.clone(), t.state.to_string()))
+        .map(|t| (t.id.clone(), t.state.as_str().to_string()))
         .collect();
     stored.sort();
     let mut want = vec![

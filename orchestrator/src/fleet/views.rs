@@ -204,8 +204,8 @@ impl Fleet {
                 "healthy"
             }
             .into(),
-            workers_online: w.online + w.busy,
-            tasks_pending: inner.tally.pending,
+            workers_online: Some(w.online + w.busy),
+            tasks_pending: Some(inner.tally.pending),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             store_error,
         }

@@ -11,6 +11,7 @@ use pifleet_protocol::{
 };
 use serde_json::{Map, Value};
 
+use super::auth::{ClientAuth, WorkerAuth};
 use super::extract::{describe, Id, JsonBody, QueryMap};
 use super::workers::check_worker_id;
 use super::AppState;
@@ -171,11 +172,22 @@ pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
 
 async fn submit(
     State(s): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<SubmitResponse>), AppError> {
-    let new = parse_submit(body)?;
+    let asked = obj_field(body.as_object().unwrap_or(&Map::new()), "priority").is_some();
+    let mut new = parse_submit(body)?;
+    if let Some(c) = &caller {
+        new.priority = c
+            .key
+            .priority_for(asked.then_some(new.priority))
+            .map_err(AppError::Forbidden)?;
+    }
     let (task_id, commit) = s.fleet.submit(new);
     committed(commit).await?;
+    if let Some(c) = &caller {
+        s.auth.task_submitted(c, &task_id);
+    }
     Ok((
         StatusCode::CREATED,
         Json(SubmitResponse {
@@ -247,16 +259,34 @@ pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
     })
 }
 
+/// Tokens a result says the model generated: pifleet's `completion_tokens`, else the
+/// Ollama body's `eval_count`.
+fn generated_tokens(result: &Value) -> u64 {
+    result
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            result
+                .pointer("/response/eval_count")
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(0)
+}
+
 async fn result(
     State(s): State<AppState>,
+    who: WorkerAuth,
     Id(id): Id,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ResultResponse>, AppError> {
     let report = parse_result(body)?;
+    who.may_act_as(&s, &report.worker_id)?;
+    let generated = generated_tokens(&report.result);
     let settled = s.fleet.settle(&id, report)?;
     let status = settled.as_str();
     if let Settled::Received(commit) = settled {
         committed(commit).await?;
+        s.auth.task_generated(&id, generated);
     }
     Ok(Json(ResultResponse {
         status: status.into(),
