@@ -22,6 +22,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod eta;
 pub mod health;
 pub mod http;
 pub mod scheduler;
