@@ -26,6 +26,7 @@ pub mod eta;
 pub mod health;
 pub mod http;
 pub mod scheduler;
+pub mod sim;
 pub mod state;
 pub mod store;
 

@@ -41,6 +41,8 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Compare placement policies on a simulated fleet (see --print-config).
+    Simulate(pifleet_orchestrator::sim::Args),
 }
 
 fn load_config(
@@ -108,12 +110,15 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve {
-        config,
-        listen,
-        db,
-        insecure,
-    } = cli.command;
+    let (config, listen, db, insecure) = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            db,
+            insecure,
+        } => (config, listen, db, insecure),
+        Command::Simulate(args) => return pifleet_orchestrator::sim::main(args),
+    };
     let config = match load_config(config, listen, db, insecure) {
         Ok(c) => c,
         Err(e) => {

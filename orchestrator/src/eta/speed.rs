@@ -228,7 +228,8 @@ pub struct SpeedBook {
     nodes: HashMap<String, NodeSpeeds>,
     /// Mean output tokens per model, for tasks that name no limit.
     outputs: HashMap<String, f64>,
-    by_pi: HashMap<(String, String), Medians>,
+    /// Pi class -> model -> medians.
+    by_pi: HashMap<String, HashMap<String, Medians>>,
     by_model: HashMap<String, Medians>,
     dirty: bool,
     refreshed_at: Option<f64>,
@@ -303,21 +304,22 @@ impl SpeedBook {
 
     /// Recomputes the fallback medians when results arrived, at most every
     /// [`REFRESH_S`] (a median over a thousand nodes per result would cost more than the
-    /// placement it feeds). `force` ignores the rate limit.
-    pub fn refresh(&mut self, now: f64, force: bool) {
+    /// placement it feeds). `force` ignores the rate limit. True when it recomputed.
+    pub fn refresh(&mut self, now: f64, force: bool) -> bool {
         let recent = self.refreshed_at.is_some_and(|at| now - at < REFRESH_S);
         if !self.dirty || (!force && recent) {
-            return;
+            return false;
         }
         type Lists = [Vec<f64>; 3];
-        let mut by_pi: HashMap<(String, String), Lists> = HashMap::new();
+        let mut by_pi: HashMap<String, HashMap<String, Lists>> = HashMap::new();
         let mut by_model: HashMap<String, Lists> = HashMap::new();
         for n in self.nodes.values() {
             for (model, m) in &n.models {
                 let vals = [m.prompt_tps.value(), m.gen_tps.value(), m.load_s.value()];
                 let mut lists = vec![by_model.entry(model.clone()).or_default()];
                 if let Some(p) = &n.pi_model {
-                    lists.push(by_pi.entry((p.clone(), model.clone())).or_default());
+                    let group = by_pi.entry(p.clone()).or_default();
+                    lists.push(group.entry(model.clone()).or_default());
                 }
                 for l in lists {
                     for (i, v) in vals.iter().enumerate() {
@@ -336,10 +338,14 @@ impl SpeedBook {
                 load_s: m(&mut l[2]),
             }
         };
-        self.by_pi = by_pi.into_iter().map(|(k, l)| (k, medians(l))).collect();
+        self.by_pi = by_pi
+            .into_iter()
+            .map(|(p, g)| (p, g.into_iter().map(|(k, l)| (k, medians(l))).collect()))
+            .collect();
         self.by_model = by_model.into_iter().map(|(k, l)| (k, medians(l))).collect();
         self.dirty = false;
         self.refreshed_at = Some(now);
+        true
     }
 
     /// The figures placement uses for `node` running `model`, each one measured or
@@ -351,7 +357,7 @@ impl SpeedBook {
         let pi = pi_model
             .map(pi_class)
             .or_else(|| own.and_then(|n| n.pi_model.as_deref()));
-        let group = pi.and_then(|p| self.by_pi.get(&(p.to_owned(), model.to_owned())));
+        let group = pi.and_then(|p| self.by_pi.get(p)).and_then(|g| g.get(model));
         let fleet = self.by_model.get(model);
         let pick = |own: Option<f64>, g: fn(&Medians) -> Option<f64>, default: f64| {
             if let Some(v) = own {
