@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod sqlite;
+mod speeds;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub enum Mutation {
     DeleteWorker(String),
     DeleteTask(String),
     Counter(String, u64),
+    /// A node's measured speeds (see `eta::speed::NodeSpeeds`), replacing the last.
+    PutSpeeds { node: String, speeds: Value },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -105,6 +108,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRow>,
     pub workers: Vec<WorkerRow>,
     pub counters: Vec<(String, u64)>,
+    /// Node id -> its measured speeds.
+    pub speeds: Vec<(String, Value)>,
 }
 
 /// Where the orchestrator keeps its state. A server database for several orchestrators

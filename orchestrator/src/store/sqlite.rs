@@ -156,6 +156,7 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(super::speeds::SCHEMA).map_err(open_err)?;
         conn.execute_batch(&format!(
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))
@@ -319,6 +320,8 @@ impl Store for SqliteStore {
             let (k, v) = row?;
             snap.counters.push((k, v.max(0) as u64));
         }
+        drop(stmt);
+        snap.speeds = super::speeds::load(&self.conn)?;
         Ok(snap)
     }
 
@@ -425,6 +428,7 @@ impl Store for SqliteStore {
                 Mutation::DeleteWorker(id) => {
                     tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
                         .execute(params![id])?;
+                    super::speeds::delete(&tx, id)?;
                 }
                 Mutation::DeleteTask(id) => {
                     tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
@@ -437,6 +441,7 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![k, *v as i64])?;
                 }
+                Mutation::PutSpeeds { node, speeds } => super::speeds::put(&tx, node, speeds)?,
             }
         }
         tx.commit()?;
