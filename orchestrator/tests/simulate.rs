@@ -36,16 +36,30 @@ fn json_reports_one_object_per_policy() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(&dir);
     let out = simulate(&["--config", &cfg, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let policies: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(policies, ["pifleet", "least-loaded", "round-robin", "random"]);
+    assert_eq!(
+        policies,
+        ["pifleet", "least-loaded", "round-robin", "random"]
+    );
     for r in &rows {
-        for k in ["completed", "mean_s", "p50_s", "p99_s", "throttled_node_s", "wall_s"] {
+        for k in [
+            "completed",
+            "mean_s",
+            "p50_s",
+            "p99_s",
+            "throttled_node_s",
+            "wall_s",
+        ] {
             assert!(r[k].is_number(), "{k} in {r}");
         }
         assert!(r["completed"].as_u64().unwrap() > 100, "{r}");
@@ -69,7 +83,9 @@ fn a_bad_config_is_named_with_its_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     let cfg = small_config(&dir);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("tau_s = 90.0", "tau_s = 0.0");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tau_s = 90.0", "tau_s = 0.0");
     std::fs::write(&path, text).unwrap();
     let out = simulate(&["--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -77,5 +93,7 @@ fn a_bad_config_is_named_with_its_field() {
     assert!(err.contains("bad.toml") && err.contains("tau_s"), "{err}");
     let out = simulate(&["--config", "/nonexistent/fleet.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent/fleet.toml"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("/nonexistent/fleet.toml"));
 }

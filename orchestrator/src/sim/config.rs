@@ -94,8 +94,14 @@ impl SimConfig {
         pos("heartbeat_s", self.heartbeat_s)?;
         pos("dead_after_s", self.dead_after_s)?;
         pos("placement.throttled_speed", self.placement.throttled_speed)?;
-        pos("workload.prompt_tokens_median", self.workload.prompt_tokens_median)?;
-        pos("workload.output_tokens_median", self.workload.output_tokens_median)?;
+        pos(
+            "workload.prompt_tokens_median",
+            self.workload.prompt_tokens_median,
+        )?;
+        pos(
+            "workload.output_tokens_median",
+            self.workload.output_tokens_median,
+        )?;
         if !(0.0..self.duration_s).contains(&self.warmup_s) {
             return Err(format!(
                 "warmup_s must be at least 0 and below duration_s ({}), got {}",
@@ -108,7 +114,10 @@ impl SimConfig {
         for m in &self.models {
             pos(&format!("model \"{}\" size_mb", m.name), m.size_mb)?;
             pos(&format!("model \"{}\" pi5_gen_tps", m.name), m.pi5_gen_tps)?;
-            pos(&format!("model \"{}\" pi5_prompt_tps", m.name), m.pi5_prompt_tps)?;
+            pos(
+                &format!("model \"{}\" pi5_prompt_tps", m.name),
+                m.pi5_prompt_tps,
+            )?;
             pos(&format!("model \"{}\" share", m.name), m.share)?;
         }
         if self.boards.iter().map(|b| b.count).sum::<usize>() == 0 {
@@ -147,7 +156,10 @@ mod tests {
     fn mistakes_name_the_field() {
         let bad = DEFAULT_TOML.replace("load = 0.8", "load = -1");
         let e = SimConfig::parse(&bad, "f.toml").unwrap_err();
-        assert!(e.contains("f.toml") && e.contains("load must be a positive"), "{e}");
+        assert!(
+            e.contains("f.toml") && e.contains("load must be a positive"),
+            "{e}"
+        );
         let bad = DEFAULT_TOML.replace("seed = 42", "seed = 42\nsede = 1");
         let e = SimConfig::parse(&bad, "f.toml").unwrap_err();
         assert!(e.contains("sede"), "{e}");

@@ -281,7 +281,8 @@ impl<'a> Sim<'a> {
         let weights: Vec<f64> = w.priorities.iter().map(|p| p.1).collect();
         let priority = w.priorities[self.rng.pick(&weights)].0;
         // What a client would send: the prompt and, sometimes, a limit above the answer.
-        let mut data = json!({"model": c.models[model].name, "prompt": "x".repeat(prompt as usize * 4)});
+        let mut data =
+            json!({"model": c.models[model].name, "prompt": "x".repeat(prompt as usize * 4)});
         if self.rng.unit() < w.max_tokens_share {
             data["max_tokens"] = json!((output as u64).next_power_of_two().max(64));
         }
@@ -409,7 +410,13 @@ impl<'a> Sim<'a> {
                 self.nodes[j].reserved_s += e.run_s;
                 self.tasks[t].hold = Some(hold);
                 self.queue.insert(self.tasks[t].rank, t);
-                self.at(self.now + left, Ev::HoldExpired { task: t, at_us: expires_us });
+                self.at(
+                    self.now + left,
+                    Ev::HoldExpired {
+                        task: t,
+                        at_us: expires_us,
+                    },
+                );
             }
             Choice::Nowhere => {
                 self.queue.insert(self.tasks[t].rank, t);
@@ -568,7 +575,9 @@ impl<'a> Sim<'a> {
             self.trends[i] = temp_trend(n.temps.iter().copied(), self.now, TREND_WINDOW_S);
         }
         if self.book.refresh(self.now, false) {
-            self.figures = (0..self.nodes.len()).map(|i| self.node_figures(i)).collect();
+            self.figures = (0..self.nodes.len())
+                .map(|i| self.node_figures(i))
+                .collect();
         }
         // Tasks no node could take (all hot, say) get another look.
         if !self.queue.is_empty() {
@@ -718,7 +727,15 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["completed", "mean_s", "p50_s", "p99_s", "policy", "throttled_node_s", "wall_s"]
+            [
+                "completed",
+                "mean_s",
+                "p50_s",
+                "p99_s",
+                "policy",
+                "throttled_node_s",
+                "wall_s"
+            ]
         );
     }
 }

@@ -291,7 +291,11 @@ mod tests {
     #[test]
     fn a_bare_board_under_load_reaches_the_soft_limit_and_throttles() {
         let c = config();
-        let bare = c.boards.iter().position(|b| b.name == "pi4-4gb-bare").unwrap();
+        let bare = c
+            .boards
+            .iter()
+            .position(|b| b.name == "pi4-4gb-bare")
+            .unwrap();
         let b = &c.boards[bare];
         let mut n = SimNode::new("n".into(), bare, b, &c, &mut Rng::new(1));
         n.run = Some(Run {
@@ -307,8 +311,17 @@ mod tests {
         for s in 1..=1200 {
             flips += usize::from(n.advance(f64::from(s), b, 25.0, 80.0));
         }
-        assert!(flips >= 1 && n.throttled_s > 0.0, "{} {}", n.temp, n.throttled_s);
-        assert!(n.temp < 85.0, "the throttle holds it near the soft limit: {}", n.temp);
+        assert!(
+            flips >= 1 && n.throttled_s > 0.0,
+            "{} {}",
+            n.temp,
+            n.throttled_s
+        );
+        assert!(
+            n.temp < 85.0,
+            "the throttle holds it near the soft limit: {}",
+            n.temp
+        );
         // Idle again: it cools off and runs at full speed.
         n.run = None;
         for s in 1201..=2400 {

@@ -25,7 +25,11 @@ impl Store for MemoryStore {
             tasks: self.tasks.values().cloned().collect(),
             workers: self.workers.values().cloned().collect(),
             counters: self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            speeds: self.speeds.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            speeds: self
+                .speeds
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 

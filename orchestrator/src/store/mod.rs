@@ -8,8 +8,8 @@
 //! survives a `kill -9`.
 
 pub mod memory;
-pub mod sqlite;
 mod speeds;
+pub mod sqlite;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -100,7 +100,10 @@ pub enum Mutation {
     DeleteTask(String),
     Counter(String, u64),
     /// A node's measured speeds (see `eta::speed::NodeSpeeds`), replacing the last.
-    PutSpeeds { node: String, speeds: Value },
+    PutSpeeds {
+        node: String,
+        speeds: Value,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]

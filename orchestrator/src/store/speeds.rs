@@ -61,7 +61,8 @@ mod tests {
                 node: "pi".into(),
                 speeds,
             };
-            s.apply(&[put(json!({"old": true})), put(doc.clone())]).unwrap();
+            s.apply(&[put(json!({"old": true})), put(doc.clone())])
+                .unwrap();
             s.apply(&[Mutation::PutSpeeds {
                 node: "other".into(),
                 speeds: json!({}),

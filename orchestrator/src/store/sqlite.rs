@@ -156,7 +156,8 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.execute_batch(super::speeds::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(super::speeds::SCHEMA)
+            .map_err(open_err)?;
         conn.execute_batch(&format!(
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))
