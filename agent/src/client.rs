@@ -61,35 +61,32 @@ impl Client {
         serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A request with this call's time bound and the worker token.
+    fn authed<B>(
+        &self,
+        req: ureq::RequestBuilder<B>,
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<B> {
+        let req = req.config().timeout_global(Some(timeout)).build();
+        match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
     fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let mut req = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(timeout))
-            .build();
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        self.finish(req.send_json(body))
+        let req = self.agent.post(format!("{}{path}", self.base));
+        self.finish(self.authed(req, timeout).send_json(body))
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ClientError> {
-        let mut req = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(timeout))
-            .build();
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        self.finish(req.call())
+        let req = self.agent.get(format!("{}{path}", self.base));
+        self.finish(self.authed(req, timeout).call())
     }
 
     pub fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {

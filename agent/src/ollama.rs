@@ -243,7 +243,7 @@ impl Ollama {
                         });
                     }
                     log::info!("ollama busy (503), retrying in {backoff:?}");
-                    std::thread::sleep(crate::jitter(backoff));
+                    std::thread::sleep(crate::retry::jitter(backoff));
                     backoff = (backoff * 2).min(self.retry_max);
                 }
                 _ => return Err(OllamaError::Status { status, message }),

@@ -1,20 +1,18 @@
 //! Results on disk before they go on the wire: a result is written (tmp + fsync + rename)
 //! before its first delivery attempt and removed only once the orchestrator has taken it,
-//! so a crash, a reboot or an orchestrator outage loses nothing. Redelivery of a result the
-//! orchestrator already has is answered as a duplicate, so nothing is counted twice.
+//! so a crash, a reboot or an orchestrator outage loses nothing. Disk only: sending them
+//! is [`crate::delivery`]'s job.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pifleet_protocol::ResultRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
-use crate::error::{ClientError, Error};
+use crate::error::Error;
 
 /// One spooled result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,17 +30,6 @@ pub struct Spooled {
 pub struct Spool {
     dir: PathBuf,
     seq: AtomicU64,
-    /// One delivery pass at a time, so two work loops never post the same file at once.
-    delivering: Mutex<()>,
-}
-
-/// How a delivery pass ended.
-#[derive(Debug)]
-pub enum Delivery {
-    /// Everything spooled was taken (or dropped as unwanted); the number delivered.
-    Done(usize),
-    /// The orchestrator could not take a result now; keep it and back off.
-    Retry(ClientError),
 }
 
 fn sanitize(id: &str) -> String {
@@ -76,7 +63,6 @@ impl Spool {
         Ok(Spool {
             dir,
             seq: AtomicU64::new(0),
-            delivering: Mutex::new(()),
         })
     }
 
@@ -159,41 +145,14 @@ impl Spool {
         self.len() == 0
     }
 
-    /// Delivers every spooled result, oldest first, stopping at the first one the
-    /// orchestrator cannot take now.
-    pub fn deliver(&self, client: &Client) -> Delivery {
-        let _guard = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
-        let mut delivered = 0;
-        for s in self.pending() {
-            let id = &s.entry.task_id;
-            match client.result(id, &s.entry.request) {
-                Ok(()) => {
-                    log::info!("result for task {id} delivered");
-                    delivered += 1;
-                }
-                Err(ClientError::Status {
-                    status: 409,
-                    message,
-                }) => {
-                    log::info!("result for task {id} dropped: attempt revoked by the orchestrator ({message})");
-                }
-                Err(ClientError::Status { status, message })
-                    if status == 404 || status == 400 || status == 422 || status == 410 =>
-                {
-                    log::warn!(
-                        "result for task {id} dropped: orchestrator answered {status}: {message}"
-                    );
-                }
-                Err(e) => return Delivery::Retry(e),
-            }
-            if let Err(e) = fs::remove_file(&s.path) {
-                log::error!(
-                    "cannot remove delivered spool file {}: {e}",
-                    s.path.display()
-                );
-            }
+    /// Takes a delivered (or unwanted) result off the disk.
+    pub fn remove(&self, s: &Spooled) {
+        if let Err(e) = fs::remove_file(&s.path) {
+            log::error!(
+                "cannot remove delivered spool file {}: {e}",
+                s.path.display()
+            );
         }
-        Delivery::Done(delivered)
     }
 }
 
@@ -202,16 +161,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("pifleet-spool-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
-    }
-
     #[test]
     fn put_then_pending_in_order_and_tmp_cleared() {
-        let d = tmpdir("order");
-        let s = Spool::open(&d).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let s = Spool::open(d).unwrap();
         for i in 0..3 {
             let req = ResultRequest {
                 worker_id: "w".into(),
@@ -222,7 +176,7 @@ mod tests {
         }
         fs::write(s.dir().join("x.json.tmp"), b"half").unwrap();
         fs::write(s.dir().join("broken.json"), b"{").unwrap();
-        let s = Spool::open(&d).unwrap();
+        let s = Spool::open(d).unwrap();
         let p = s.pending();
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].entry.task_id, "task/0");

@@ -14,7 +14,7 @@ mod metrics {
         pi.set_throttled("0x50006\n");
         pi.set_meminfo(3_884_096, 2_900_000, 102_396, 102_396);
         let state = tempdir("hot-state");
-        let mut probe = SysProbe::new(&pi.proc_root, &pi.sys_root, &state);
+        let mut probe = SysProbe::new(&pi.proc_root, &pi.sys_root, state.path());
         pi.set_cpu(1900, 1100); // +900 busy, +100 idle since the first sample
         let m = probe.metrics();
         assert_eq!(m.cpu_percent, Some(90.0));
@@ -42,7 +42,8 @@ mod metrics {
         pi.set_temp_millic(51_000);
         pi.set_throttled("50005");
         pi.set_meminfo(948_012, 41_000, 102_396, 1_024);
-        let mut probe = SysProbe::new(&pi.proc_root, &pi.sys_root, &tempdir("starved-state"));
+        let state = tempdir("starved-state");
+        let mut probe = SysProbe::new(&pi.proc_root, &pi.sys_root, state.path());
         let m = probe.metrics();
         assert_eq!(m.memory_total_bytes, Some(948_012 * 1024));
         assert_eq!(m.memory_available_bytes, Some(41_000 * 1024));
@@ -58,7 +59,8 @@ mod metrics {
     #[test]
     fn missing_files_leave_fields_absent() {
         let empty = tempdir("empty-root");
-        let mut probe = SysProbe::new(&empty.join("proc"), &empty.join("sys"), &empty);
+        let empty = empty.path();
+        let mut probe = SysProbe::new(&empty.join("proc"), &empty.join("sys"), empty);
         let m = probe.metrics();
         assert_eq!(m.cpu_percent, None);
         assert_eq!(m.load_avg, None);
@@ -312,15 +314,25 @@ mod tasks {
 }
 
 mod lifecycle {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use pifleet_agent::client::Client;
+    use pifleet_agent::error::ClientError;
+    use pifleet_agent::ollama::Ollama;
+    use pifleet_agent::probe::HostFacts;
+    use pifleet_agent::registration::Registrar;
     use pifleet_agent::watchdog::Notifier;
     use pifleet_agent::{Config, Handle};
     use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
     use pifleet_system_tests::fake_seed::SeedOrchestrator;
     use pifleet_system_tests::fleet::wait_for;
     use serde_json::json;
+
+    use tempfile::TempDir;
 
     use crate::util::{tempdir, FakePi};
 
@@ -343,18 +355,20 @@ mod lifecycle {
         name: &str,
         seed: &SeedOrchestrator,
         ollama: &FakeOllama,
-    ) -> (Handle, Arc<Recorder>, Config) {
-        let mut cfg = Config::for_test(&seed.url(), &ollama.url(), name, &tempdir(name));
+    ) -> (TempDir, Handle, Arc<Recorder>, Config) {
+        let dir = tempdir(name);
+        let mut cfg = Config::for_test(&seed.url(), &ollama.url(), name, dir.path());
         cfg.watchdog = Some(Duration::from_millis(200));
         let rec = Arc::new(Recorder::default());
-        (Handle::spawn(cfg.clone(), rec.clone()), rec, cfg)
+        // The directory first: dropped last, after the agent has stopped.
+        (dir, Handle::spawn(cfg.clone(), rec.clone()), rec, cfg)
     }
 
     #[test]
     fn seed_orchestrator_without_long_poll_gets_interval_polls_not_a_storm() {
         let seed = SeedOrchestrator::start().unwrap();
         let ollama = FakeOllama::start(vec![]).unwrap();
-        let (agent, rec, _) = start("seed-poll", &seed, &ollama);
+        let (_dir, agent, rec, _) = start("seed-poll", &seed, &ollama);
         wait_for("READY=1", LIMIT, || rec.has("READY=1").then_some(()));
         let first = wait_for("a first poll", LIMIT, || {
             seed.seen_matching("GET", "/api/workers/", "/tasks")
@@ -391,7 +405,7 @@ mod lifecycle {
         let ollama = FakeOllama::start(vec![]).unwrap();
         seed.push_task(json!({"task_id": "uuid-1234", "type": "evolution_crossover",
             "data": {"genome1": {"param1": 0.8, "param2": 100}, "genome2": {"param1": 0.6, "param2": 150}}}));
-        let (agent, _rec, cfg) = start("seed-task", &seed, &ollama);
+        let (_dir, agent, _rec, cfg) = start("seed-task", &seed, &ollama);
         let posted = wait_for("the result", LIMIT, || {
             seed.seen_matching("POST", "/api/tasks/uuid-1234", "/result")
                 .first()
@@ -418,7 +432,7 @@ mod lifecycle {
     fn forgotten_worker_registers_again() {
         let seed = SeedOrchestrator::start().unwrap();
         let ollama = FakeOllama::start(vec![]).unwrap();
-        let (agent, _rec, _) = start("forgotten", &seed, &ollama);
+        let (_dir, agent, _rec, _) = start("forgotten", &seed, &ollama);
         wait_for("registration", LIMIT, || {
             (seed
                 .seen_matching("POST", "/api/workers/register", "")
@@ -438,6 +452,37 @@ mod lifecycle {
     }
 
     #[test]
+    fn a_404_already_answered_by_another_loop_registers_nobody() {
+        let seed = SeedOrchestrator::start().unwrap();
+        let ollama = FakeOllama::start(vec![]).unwrap();
+        let dir = tempdir("policy");
+        let cfg = Config::for_test(&seed.url(), &ollama.url(), "policy", dir.path());
+        let client = Client::new(&seed.url(), None);
+        let ollama_client = Ollama::new(&ollama.url(), cfg.retry_base, cfg.retry_max);
+        let reg = Registrar::new(&cfg, client, ollama_client, HostFacts::default());
+        let registrations = || {
+            seed.seen_matching("POST", "/api/workers/register", "")
+                .len()
+        };
+        assert!(!reg.registered());
+        let before = reg.epoch();
+        reg.register(None).unwrap();
+        assert!(reg.registered());
+        let why = ClientError::Status {
+            status: 404,
+            message: "Worker policy not found".into(),
+        };
+        // Two loops saw a 404 on calls that began before that registration: both are
+        // answered by it.
+        reg.forgotten(before, &why, None).unwrap();
+        reg.forgotten(before, &why, None).unwrap();
+        assert_eq!(registrations(), 1);
+        // A 404 on a call that began after it: the orchestrator forgot us since.
+        reg.forgotten(reg.epoch(), &why, None).unwrap();
+        assert_eq!(registrations(), 2);
+    }
+
+    #[test]
     fn heartbeats_carry_fake_pi_metrics_ollama_state_and_models() {
         let seed = SeedOrchestrator::start().unwrap();
         let ollama = FakeOllama::start(vec![FakeModel::small("llama3.2:1b")]).unwrap();
@@ -445,7 +490,8 @@ mod lifecycle {
         pi.set_temp_millic(82_000);
         pi.set_throttled("0x80008");
         pi.set_meminfo(3_884_096, 500_000, 0, 0);
-        let mut cfg = Config::for_test(&seed.url(), &ollama.url(), "hb", &tempdir("hb-state"));
+        let state = tempdir("hb-state");
+        let mut cfg = Config::for_test(&seed.url(), &ollama.url(), "hb", state.path());
         cfg.proc_root = pi.proc_root.clone();
         cfg.sys_root = pi.sys_root.clone();
         let agent = Handle::spawn(cfg, Arc::new(Recorder::default()));
@@ -502,7 +548,7 @@ mod lifecycle {
         let seed = SeedOrchestrator::start().unwrap();
         let ollama = FakeOllama::start(vec![]).unwrap();
         seed.set_draining(true);
-        let (agent, _rec, _) = start("drained", &seed, &ollama);
+        let (_dir, agent, _rec, _) = start("drained", &seed, &ollama);
         wait_for("two heartbeats", LIMIT, || {
             (seed
                 .seen_matching("POST", "/api/workers/", "/heartbeat")
@@ -528,22 +574,55 @@ mod lifecycle {
     #[test]
     fn unreachable_orchestrator_is_retried_and_never_ready() {
         let ollama = FakeOllama::start(vec![]).unwrap();
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
+        // An orchestrator that hangs up on every request, on a port this test holds the
+        // whole time (a freed port could be taken by another test's server).
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let hangs_up = {
+            let (requests, done) = (requests.clone(), done.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut line = String::new();
+                    let _ = BufReader::new(&conn).read_line(&mut line);
+                    requests.lock().unwrap().push(line.trim().to_string());
+                }
+            })
         };
+        let dir = tempdir("lonely");
         let cfg = Config::for_test(
-            &format!("http://{dead}"),
+            &format!("http://{addr}"),
             &ollama.url(),
             "lonely",
-            &tempdir("lonely"),
+            dir.path(),
         );
         let rec = Arc::new(Recorder::default());
         let agent = Handle::spawn(cfg, rec.clone());
-        std::thread::sleep(Duration::from_millis(400));
+        let seen = wait_for("three registration attempts", LIMIT, || {
+            let r = requests.lock().unwrap().clone();
+            (r.len() >= 3).then_some(r)
+        });
+        for r in &seen {
+            assert_eq!(r, "POST /api/workers/register HTTP/1.1", "{seen:?}");
+        }
         assert!(!rec.has("READY=1"), "READY only after a registration");
         agent.stop().unwrap();
         assert!(rec.has("STOPPING=1"));
+        assert!(
+            !requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.contains("unregister")),
+            "never registered, so nothing to unregister"
+        );
+        done.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(addr);
+        hangs_up.join().unwrap();
     }
 }
 
@@ -570,7 +649,7 @@ mod binary {
     #[test]
     fn bad_config_exits_2_naming_file_key_and_fix() {
         let dir = tempdir("bin-bad-config");
-        let file = dir.join("agent.toml");
+        let file = dir.path().join("agent.toml");
         std::fs::write(
             &file,
             "orchestrator_url = \"http://o:5000\"\nheartbeat = 10\n",
@@ -606,14 +685,19 @@ mod binary {
         assert_eq!(out.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&out.stdout).contains("--orchestrator URL"));
         let out = agent(&["--version"], &[]);
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("pifleet-agent "));
+        assert_eq!(out.status.code(), Some(0));
+        let version = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            version.trim(),
+            format!("pifleet-agent {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
     fn daemon_detaches_writes_pid_and_log_and_stops_on_sigterm() {
         let seed = SeedOrchestrator::start().unwrap();
         let dir = tempdir("bin-daemon");
-        let state = dir.join("state");
+        let state = dir.path().join("state");
         let out = agent(
             &[
                 "--daemon",

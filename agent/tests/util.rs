@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// A fresh, empty directory for one test.
-pub fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pifleet-agent-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+use tempfile::TempDir;
+
+/// A fresh, empty directory for one test, removed when the value is dropped.
+pub fn tempdir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pifleet-agent-{name}-"))
+        .tempdir()
+        .expect("a temporary directory")
 }
 
 pub fn write(root: &Path, rel: &str, text: &str) {
@@ -20,14 +22,16 @@ pub fn write(root: &Path, rel: &str, text: &str) {
 pub struct FakePi {
     pub proc_root: PathBuf,
     pub sys_root: PathBuf,
+    _root: TempDir,
 }
 
 impl FakePi {
     pub fn new(name: &str) -> FakePi {
         let root = tempdir(name);
         let pi = FakePi {
-            proc_root: root.join("proc"),
-            sys_root: root.join("sys"),
+            proc_root: root.path().join("proc"),
+            sys_root: root.path().join("sys"),
+            _root: root,
         };
         write(
             &pi.proc_root,

@@ -3,13 +3,9 @@
 
 pub use pifleet_protocol::human::{ago, bytes};
 use pifleet_protocol::{
-    MetricSample, NodeDetail, NodeView, NodesResponse, TaskStatusResponse, WorkerState,
+    Heat, MetricSample, NodeDetail, NodeView, NodesResponse, TaskStatusResponse, Thresholds,
+    WorkerState,
 };
-
-/// Temperatures at or above these are shown as warm (yellow) and hot (red); the
-/// orchestrator's default soft limit is 80 °C and its hard limit 85 °C.
-pub const TEMP_WARM_C: f32 = 70.0;
-pub const TEMP_HOT_C: f32 = 80.0;
 
 /// ANSI styles, applied only when the caller says colours are wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,22 +50,12 @@ pub fn status_style(status: WorkerState) -> Style {
     }
 }
 
-pub fn temp_style(t: f32) -> Style {
-    if t >= TEMP_HOT_C {
-        Style::Red
-    } else if t >= TEMP_WARM_C {
-        Style::Yellow
-    } else {
-        Style::Green
-    }
-}
-
-/// The effective status: a draining node shows as draining until it is dead.
-pub fn effective_status(node: &NodeView) -> WorkerState {
-    if node.draining && node.status != WorkerState::Dead {
-        WorkerState::Draining
-    } else {
-        node.status
+/// Warm (yellow) and hot (red) at the orchestrator's configured soft and hard limits.
+pub fn temp_style(t: f32, th: &Thresholds) -> Style {
+    match th.heat(t) {
+        Heat::Hot => Style::Red,
+        Heat::Warm => Style::Yellow,
+        Heat::Cool => Style::Green,
     }
 }
 
@@ -119,7 +105,7 @@ fn task_cell(node: &NodeView) -> String {
     }
 }
 
-fn temp_cell(node: &NodeView) -> (String, Style) {
+fn temp_cell(node: &NodeView, th: &Thresholds) -> (String, Style) {
     let Some(m) = node.metrics.as_ref() else {
         return ("-".into(), Style::Plain);
     };
@@ -127,7 +113,10 @@ fn temp_cell(node: &NodeView) -> (String, Style) {
         Some(t) => format!("{t:.1}°C"),
         None => "-".into(),
     };
-    let mut style = m.temperature_c.map(temp_style).unwrap_or(Style::Plain);
+    let mut style = m
+        .temperature_c
+        .map(|t| temp_style(t, th))
+        .unwrap_or(Style::Plain);
     if m.under_voltage_now() {
         text.push_str(" UV");
         style = Style::Red;
@@ -196,13 +185,14 @@ pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
         "TASK",
         "LAST SEEN",
     ];
+    let th = resp.thresholds.unwrap_or_default();
     let mut nodes: Vec<&NodeView> = resp.nodes.iter().collect();
     nodes.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     let rows: Vec<Vec<Cell>> = nodes
         .iter()
         .map(|n| {
-            let status = effective_status(n);
-            let (temp, temp_style) = temp_cell(n);
+            let status = n.shown_status();
+            let (temp, temp_style) = temp_cell(n, &th);
             let seen_style = if status == WorkerState::Dead {
                 Style::Red
             } else {
@@ -262,7 +252,7 @@ fn pad(s: &str, width: usize, last: bool) -> String {
 pub fn nodes_summary(resp: &NodesResponse) -> String {
     let mut counts = [0u64; 4];
     for n in &resp.nodes {
-        counts[match effective_status(n) {
+        counts[match n.shown_status() {
             WorkerState::Online => 0,
             WorkerState::Busy => 1,
             WorkerState::Draining => 2,
@@ -313,7 +303,8 @@ fn series(history: &[MetricSample], f: impl Fn(&MetricSample) -> Option<f64>) ->
 /// `pifleet node ID`: everything about one node, with history sparklines.
 pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
     let n = &detail.node;
-    let status = effective_status(n);
+    let th = detail.thresholds.unwrap_or_default();
+    let status = n.shown_status();
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut kv = |k: &str, v: String| lines.push((k.to_string(), v));
     kv(
@@ -353,7 +344,7 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
     }
     kv("models", models_cell(n));
     if let Some(m) = &n.metrics {
-        let (temp, style) = temp_cell(n);
+        let (temp, style) = temp_cell(n, &th);
         kv("temperature", paint(&temp, style, color));
         kv("cpu", cpu_cell(n));
         if let Some(l) = m.load_avg {
@@ -500,6 +491,20 @@ mod tests {
     }
 
     #[test]
+    fn temperatures_are_marked_at_the_orchestrators_thresholds() {
+        let th = Thresholds {
+            soft_temp_c: 60.0,
+            hard_temp_c: 70.0,
+        };
+        assert_eq!(temp_style(59.9, &th), Style::Green);
+        assert_eq!(temp_style(65.0, &th), Style::Yellow);
+        assert_eq!(temp_style(70.0, &th), Style::Red);
+        // An orchestrator that sends none: its defaults, 80 and 85.
+        assert_eq!(temp_style(75.0, &Thresholds::default()), Style::Green);
+        assert_eq!(temp_style(82.0, &Thresholds::default()), Style::Yellow);
+    }
+
+    #[test]
     fn table_lists_every_column_without_colour() {
         let mut busy = node("pi-b", WorkerState::Busy);
         busy.current_tasks = vec!["0123456789abcdef".into(), "x".into()];
@@ -509,6 +514,7 @@ mod tests {
         let resp = NodesResponse {
             total: 2,
             nodes: vec![busy, hot],
+            thresholds: None,
         };
         let table = nodes_table(&resp, 1100.0, false);
         let expected = "\
@@ -525,6 +531,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
         let resp = NodesResponse {
             total: 1,
             nodes: vec![node("pi-a", WorkerState::Online)],
+            thresholds: None,
         };
         let coloured = nodes_table(&resp, 1100.0, true);
         assert!(coloured.contains("\x1b[32monline"));
@@ -553,9 +560,9 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
     fn draining_node_shows_as_draining_until_dead() {
         let mut n = node("pi-a", WorkerState::Busy);
         n.draining = true;
-        assert_eq!(effective_status(&n), WorkerState::Draining);
+        assert_eq!(n.shown_status(), WorkerState::Draining);
         n.status = WorkerState::Dead;
-        assert_eq!(effective_status(&n), WorkerState::Dead);
+        assert_eq!(n.shown_status(), WorkerState::Dead);
     }
 
     #[test]
@@ -563,6 +570,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
         let resp = NodesResponse {
             total: 0,
             nodes: vec![],
+            thresholds: None,
         };
         assert!(nodes_table(&resp, 0.0, false).contains("no nodes registered"));
         assert_eq!(nodes_summary(&resp), "0 nodes");
@@ -575,6 +583,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
         let resp = NodesResponse {
             total: 1,
             nodes: vec![n],
+            thresholds: None,
         };
         let table = nodes_table(&resp, 1100.0, false);
         assert!(table.contains("seed-worker  online  -     -    -         llama3.2:1b"));
@@ -615,6 +624,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
                     ..Default::default()
                 },
             ],
+            thresholds: None,
         };
         let text = node_detail(&detail, 1100.0, false);
         assert!(text.contains("  status        draining\n"), "{text}");

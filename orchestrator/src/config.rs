@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::fleet::{Limits, Thermal};
 use crate::http::Tokens;
-use crate::scheduler::Thermal;
-use crate::state::Limits;
 use crate::store::sqlite::Durability;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -353,6 +352,17 @@ impl Config {
             worker: read_token("worker_token", raw.worker_token, raw.worker_token_file)?,
             client: read_token("client_token", raw.client_token, raw.client_token_file)?,
         };
+        if let (Some(w), Some(c)) = (&tokens.worker, &tokens.client) {
+            if w == c {
+                // The join token sits on every SD card: equal to the client token, any lost
+                // card would be an admin key.
+                return Err(invalid(
+                    "client_token",
+                    "must differ from worker_token: the worker token is on every node's card, \
+                     so an equal client token would make any node an admin",
+                ));
+            }
+        }
         if !listen.ip().is_loopback() && !insecure {
             let missing: Vec<&str> = [
                 ("worker_token", tokens.worker.is_none()),
@@ -582,5 +592,19 @@ mod tests {
             ..raw
         };
         assert!(Config::from_raw(ok, None).is_ok());
+    }
+
+    #[test]
+    fn worker_and_client_tokens_must_differ() {
+        let raw = RawConfig {
+            worker_token: Some("s".repeat(20)),
+            client_token: Some("s".repeat(20)),
+            ..Default::default()
+        };
+        let e = Config::from_raw(raw, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("client_token: must differ from worker_token"),
+            "{e}"
+        );
     }
 }

@@ -6,10 +6,12 @@
 //! (`GET /api/workers/{id}/tasks?wait=SECONDS`), attempts that fence late results, and
 //! `404` + "register again" for unknown workers.
 //!
-//! Layout, by domain: [`state`] holds the fleet and decides placement with the rules in
-//! [`scheduler`]; [`store`] makes every acknowledged change durable (SQLite by default,
-//! one thread, group commit); [`http`] maps requests to the state; [`config`] reads file,
-//! environment and flags.
+//! Layout, by domain: [`fleet`] holds the nodes, tasks and queue and decides placement
+//! (one file per concern, see its module comment); [`store`] makes every acknowledged
+//! change durable (SQLite by default, one thread, group commit); [`http`] maps requests
+//! to the fleet and the fleet's errors to status codes; [`health`] renders the status
+//! page and `/metrics`; [`telemetry`] holds the histograms the fleet feeds; [`config`]
+//! reads file, environment and flags.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,14 +23,15 @@
 
 pub mod clock;
 pub mod config;
-pub mod error;
-pub mod eta;
+pub mod fleet;
 pub mod health;
 pub mod http;
-pub mod scheduler;
+pub mod keys;
 pub mod sim;
-pub mod state;
 pub mod store;
+pub mod telemetry;
+
+pub use http::error;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,8 +40,8 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use fleet::Fleet;
 pub use http::{app, AppState, Tokens};
-pub use state::Fleet;
 
 use clock::{Clock, SystemClock};
 use config::{Config, DbLocation};
@@ -139,7 +142,7 @@ impl Orchestrator {
         ticker.abort();
         fleet.shutdown();
         // Everything acknowledged is committed already; this waits for the rest.
-        if let Err(e) = state::committed(fleet.store_barrier()).await {
+        if let Err(e) = fleet::committed(fleet.store_barrier()).await {
             tracing::error!(error = %e, "final store flush failed");
         }
         served.map_err(RunError::Serve)

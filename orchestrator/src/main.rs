@@ -1,10 +1,12 @@
 //! `pifleet-orchestrator serve [--config FILE] [--listen ADDR:PORT] [--db PATH] [--insecure]`
+//! `pifleet-orchestrator keys add|list|revoke ...`, `pifleet-orchestrator nodes forget ID`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pifleet_orchestrator::config::{Config, LogFormat, RawConfig};
+use pifleet_orchestrator::keys;
 use tracing_subscriber::EnvFilter;
 
 // glibc's allocator spent a tenth of the server's CPU under load (many small JSON and
@@ -40,6 +42,20 @@ enum Command {
         /// Allow listening on a non-loopback address without tokens.
         #[arg(long)]
         insecure: bool,
+    },
+    /// Client keys: add (prints the secret once), list, revoke. Works beside a running server.
+    Keys {
+        #[command(flatten)]
+        db: keys::cli::DbArgs,
+        #[command(subcommand)]
+        command: keys::cli::KeysCommand,
+    },
+    /// Nodes: forget a lost or stolen one (drops its credential). Works beside a running server.
+    Nodes {
+        #[command(flatten)]
+        db: keys::cli::DbArgs,
+        #[command(subcommand)]
+        command: keys::cli::NodesCommand,
     },
     /// Compare placement policies on a simulated fleet (see --print-config).
     Simulate(pifleet_orchestrator::sim::Args),
@@ -108,6 +124,11 @@ async fn shutdown_signal() {
     }
 }
 
+fn fail(msg: String) -> ExitCode {
+    eprintln!("pifleet-orchestrator: {msg}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (config, listen, db, insecure) = match cli.command {
@@ -117,6 +138,16 @@ fn main() -> ExitCode {
             db,
             insecure,
         } => (config, listen, db, insecure),
+        Command::Keys { db, command } => {
+            return db
+                .file()
+                .map_or_else(fail, |p| keys::cli::keys(&p, command))
+        }
+        Command::Nodes { db, command } => {
+            return db
+                .file()
+                .map_or_else(fail, |p| keys::cli::nodes(&p, command))
+        }
         Command::Simulate(args) => return pifleet_orchestrator::sim::main(args),
     };
     let config = match load_config(config, listen, db, insecure) {

@@ -3,8 +3,10 @@
 mod util;
 
 use axum::http::StatusCode;
+use pifleet_orchestrator::fleet::NewTask;
+use pifleet_protocol::TaskState;
 use serde_json::{json, Value};
-use util::Harness;
+use util::{GatedStore, Harness};
 
 fn mib(n: u64) -> u64 {
     n * 1024 * 1024
@@ -243,16 +245,16 @@ async fn hot_node_gets_no_work_while_a_cool_one_waits() {
     let id = h.submit(json!({"type": "t"})).await;
     assert_eq!(cool.await.unwrap()["task_id"], id);
 
-    // Past the hard limit a node gets nothing even when nobody else waits.
-    let hot_only = h.submit(json!({"type": "t"})).await;
-    // The warm node is still waiting and takes it: warm only deprioritises.
-    assert_eq!(warm.await.unwrap()["task_id"], hot_only);
+    // The warm node is still waiting and takes the next one: warm only deprioritises.
+    let second = h.submit(json!({"type": "t"})).await;
+    assert_eq!(warm.await.unwrap()["task_id"], second);
+    // Past the hard limit a node gets nothing, even when nobody else waits.
     let third = h.submit(json!({"type": "t"})).await;
     assert!(h.poll("hot").await.is_null());
     let st = h.status(&third).await;
     assert_eq!(st["status"], "pending");
     // The warm and cool nodes each hold a task; the hot one is excluded.
-    h.result(&hot_only, "warm", json!({"success": true})).await;
+    h.result(&second, "warm", json!({"success": true})).await;
     h.heartbeat("warm", json!({"temperature_c": 90.0})).await;
     h.heartbeat("cool", json!({"temperature_c": 90.0})).await;
     let st = h.status(&third).await;
@@ -880,16 +882,41 @@ async fn tokens_guard_workers_and_clients_separately() {
 
 #[tokio::test]
 async fn a_poll_that_hangs_up_gives_its_task_back() {
-    let h = Harness::new();
+    let (store, gate) = GatedStore::new();
+    let h = Harness::with_store(|_| {}, Box::new(store));
     h.register("flaky", json!({})).await;
     let poll = h.wait_poll("flaky", 5.0).await;
+    // Held back, the assignment's commit keeps the poll from answering: the task is
+    // assigned to "flaky", which has not been told yet.
+    gate.close();
+    let (id, _commit) = h.fleet.submit(NewTask {
+        task_type: "t".into(),
+        data: json!({}),
+        priority: 5,
+        timeout_s: None,
+        max_attempts: None,
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    let st = h.fleet.status(&id).unwrap();
+    assert_eq!(st.status, TaskState::Assigned);
+    assert_eq!(st.assigned_to.as_deref(), Some("flaky"));
+    assert!(!poll.is_finished(), "the poll answered before its commit");
+    // The worker hangs up between the assignment and the answer.
     poll.abort();
-    let _ = poll.await;
-    let id = h.submit(json!({"type": "t"})).await;
-    let st = h.status(&id).await;
-    assert_eq!(st["status"], "pending", "{st}");
+    assert!(poll.await.unwrap_err().is_cancelled());
+    let st = h.fleet.status(&id).unwrap();
+    assert_eq!(st.status, TaskState::Pending, "{st:?}");
+    assert_eq!(st.assigned_to, None);
+    gate.open();
     h.register("steady", json!({})).await;
-    assert_eq!(h.poll("steady").await["task_id"], id);
+    let t = h.poll("steady").await;
+    assert_eq!(t["task_id"], id.as_str());
+    assert_eq!(
+        t["attempt"], 2,
+        "a fresh attempt fences the one never delivered"
+    );
 }
 
 #[tokio::test]
@@ -1150,12 +1177,12 @@ async fn a_node_that_beats_slower_than_configured_is_judged_by_its_own_pace() {
 
 #[tokio::test]
 async fn a_status_request_can_wait_for_the_result() {
-    let h = Harness::new();
+    // A wait far longer than the test: only the settle can answer it in time.
+    let h = Harness::with(|c| c.max_wait_s = Some(600.0));
     h.register("w", json!({})).await;
     let id = h.submit(json!({"type": "t"})).await;
     let app = h.app.clone();
-    let path = format!("/api/tasks/status/{id}?wait=5");
-    let started = std::time::Instant::now();
+    let path = format!("/api/tasks/status/{id}?wait=600");
     let waiter = tokio::spawn(async move {
         let req = axum::http::Request::builder()
             .uri(path)
@@ -1168,15 +1195,23 @@ async fn a_status_request_can_wait_for_the_result() {
             .to_bytes();
         serde_json::from_slice::<Value>(&bytes).unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert!(!waiter.is_finished());
+    for _ in 0..500 {
+        if h.fleet.is_watched(&id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(h.fleet.is_watched(&id), "the request never started waiting");
+    assert!(!waiter.is_finished(), "answered before the task settled");
     h.poll("w").await;
     h.result(&id, "w", json!({"success": true, "output": "done"}))
         .await;
-    let st = waiter.await.unwrap();
+    let st = tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
+        .await
+        .expect("the result did not wake the waiting request")
+        .unwrap();
     assert_eq!(st["status"], "completed");
     assert_eq!(st["result"]["output"], "done");
-    assert!(started.elapsed() < std::time::Duration::from_secs(4));
     // A settled task answers at once; a bad wait is refused.
     let (s, v) = h
         .call("GET", &format!("/api/tasks/status/{id}?wait=5"), None)

@@ -133,3 +133,33 @@ async fn metrics_and_nodes_agree_on_a_drained_node() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn views_carry_the_configured_thresholds_and_the_page_marks_by_them() {
+    let h = Harness::with(|raw| {
+        raw.soft_temp_c = Some(60.0);
+        raw.hard_temp_c = Some(70.0);
+    });
+    h.register("pi", json!({})).await;
+    // Warm by this configuration, cool by the defaults (80 / 85).
+    h.heartbeat("pi", json!({"temperature_c": 65.0})).await;
+    let (_, nodes) = h.call("GET", "/api/nodes", None).await;
+    assert_eq!(
+        nodes["thresholds"],
+        json!({"soft_temp_c": 60.0, "hard_temp_c": 70.0})
+    );
+    let (_, node) = h.call("GET", "/api/nodes/pi", None).await;
+    assert_eq!(node["thresholds"]["hard_temp_c"], 70.0);
+    let resp = h
+        .app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        html.contains(r#"<span class="v temp warm">65.0°C</span>"#),
+        "{html}"
+    );
+}

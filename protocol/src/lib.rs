@@ -21,6 +21,7 @@
 //! | `GET /api/nodes`, `GET /api/nodes/{id}`| -                   | [`NodesResponse`], [`NodeDetail`] |
 //! | `POST /api/nodes/{id}/drain`, `/undrain` | -                 | [`NodeView`]             |
 //! | `GET /api/events`                      | -                   | `text/event-stream`      |
+//! | `POST /api/tasks/{id}/stream?worker_id=W&attempt=N` | NDJSON chunks ([`OllamaApiTask`]) | `{"status":"ok"}` |
 //! | `GET /metrics`                         | -                   | Prometheus text format   |
 //!
 //! Errors are always `{"error": "..."}` ([`ErrorResponse`]) with a 4xx/5xx status.
@@ -48,6 +49,22 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Server-sent events for the status page: the fleet, pushed on every change.
     pub const EVENTS: &str = "/api/events";
+    /// The status page.
+    pub const PAGE: &str = "/";
+
+    /// Route patterns as the servers' routers spell them (`{id}` is one path segment).
+    /// Clients fill them with [`crate::worker_path`], [`crate::task_path`] and
+    /// [`crate::node_path`].
+    pub mod routes {
+        pub const TASK_STATUS: &str = "/api/tasks/status/{id}";
+        pub const TASK_RESULT: &str = "/api/tasks/{id}/result";
+        pub const WORKER_HEARTBEAT: &str = "/api/workers/{id}/heartbeat";
+        pub const WORKER_TASKS: &str = "/api/workers/{id}/tasks";
+        pub const WORKER_UNREGISTER: &str = "/api/workers/{id}/unregister";
+        pub const NODE: &str = "/api/nodes/{id}";
+        pub const NODE_DRAIN: &str = "/api/nodes/{id}/drain";
+        pub const NODE_UNDRAIN: &str = "/api/nodes/{id}/undrain";
+    }
 }
 
 /// `/api/nodes/{id}` (no action) or `/api/nodes/{id}/{action}` (`drain`, `undrain`).
@@ -61,6 +78,16 @@ pub fn node_path(node_id: &str, action: Option<&str>) -> String {
 /// `/api/workers/{id}/{action}` with the id percent-encoded where it must be.
 pub fn worker_path(worker_id: &str, action: &str) -> String {
     format!("/api/workers/{}/{}", encode_segment(worker_id), action)
+}
+
+/// `/api/tasks/{id}/stream?worker_id=W&attempt=N`: where an agent streams the chunks of an
+/// [`task_type::OLLAMA_API`] task with `stream: true` (chunked NDJSON body, worker auth).
+pub fn stream_path(task_id: &str, worker_id: &str, attempt: u32) -> String {
+    format!(
+        "{}?worker_id={}&attempt={attempt}",
+        task_path(task_id, "stream"),
+        encode_segment(worker_id)
+    )
 }
 
 /// `/api/tasks/{id}/{action}`.
@@ -89,6 +116,10 @@ pub mod task_type {
     pub const EVOLUTION_CROSSOVER: &str = "evolution_crossover";
     pub const EVOLUTION_MUTATION: &str = "evolution_mutation";
     pub const CODE_GENERATION: &str = "code_generation";
+    /// A request to the node's Ollama API made through the orchestrator's gateway. Data:
+    /// [`crate::OllamaApiTask`]. Only nodes that list it in `capabilities.task_types` get
+    /// one (a seed worker could not run it).
+    pub const OLLAMA_API: &str = "ollama_api";
     pub const ALL: [&str; 4] = [
         AGENT_ACTION,
         EVOLUTION_CROSSOVER,
@@ -96,7 +127,7 @@ pub mod task_type {
         CODE_GENERATION,
     ];
     /// Types that run on an LLM and so need `data.model` to be present on the node.
-    pub const NEEDS_MODEL: [&str; 2] = [AGENT_ACTION, CODE_GENERATION];
+    pub const NEEDS_MODEL: [&str; 3] = [AGENT_ACTION, CODE_GENERATION, OLLAMA_API];
 }
 
 /// Lowest and highest task priority; higher runs first.
@@ -492,8 +523,47 @@ pub struct TaskOutcome {
     pub load_duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
+    /// Ollama's `prompt_eval_duration` and `eval_duration` in ms: how long reading the
+    /// prompt and generating took, apart from loading the model (placement's speed figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_eval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_ms: Option<u64>,
+    /// For [`task_type::OLLAMA_API`]: the body Ollama returns with `stream: false` for
+    /// that endpoint (for chat and generate the aggregated text plus the final statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+/// The Ollama endpoints an [`task_type::OLLAMA_API`] task may call.
+pub mod ollama_endpoint {
+    pub const CHAT: &str = "chat";
+    pub const GENERATE: &str = "generate";
+    pub const EMBED: &str = "embed";
+    pub const SHOW: &str = "show";
+    pub const ALL: [&str; 4] = [CHAT, GENERATE, EMBED, SHOW];
+}
+
+/// The `data` of an [`task_type::OLLAMA_API`] task: call `POST /api/{endpoint}` on the
+/// node's Ollama with `request` as the body.
+///
+/// With `stream: true` the agent calls Ollama with streaming on and forwards each NDJSON
+/// line, as Ollama wrote it and flushed at once, in ONE chunked
+/// `POST /api/tasks/{id}/stream?worker_id=W&attempt=N` ([`stream_path`]); `200` when the
+/// body ended, `409` (maybe before the body ends) when the attempt is no longer current:
+/// then it drops its Ollama request at once. Either way it reports the result as usual:
+/// [`TaskOutcome`] fields plus `response`, the body Ollama returns with `stream: false`
+/// (aggregated text and Ollama's final statistics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OllamaApiTask {
+    pub model: String,
+    /// One of [`ollama_endpoint::ALL`].
+    pub endpoint: String,
+    pub request: Value,
+    #[serde(default)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -566,6 +636,19 @@ pub struct WorkerCounts {
     pub dead: u64,
 }
 
+impl WorkerCounts {
+    /// Counts one node in `status` (and in the total).
+    pub fn count(&mut self, status: WorkerState) {
+        self.total += 1;
+        match status {
+            WorkerState::Online => self.online += 1,
+            WorkerState::Busy => self.busy += 1,
+            WorkerState::Draining => self.draining += 1,
+            WorkerState::Dead => self.dead += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskCounts {
     pub total: u64,
@@ -618,10 +701,78 @@ pub struct NodeView {
     pub tasks_failed: u64,
 }
 
+impl NodeView {
+    /// The status a node shows everywhere (page, CLI, metrics): draining wins over
+    /// online and busy, dead over everything.
+    pub fn shown_status(&self) -> WorkerState {
+        if self.draining && self.status != WorkerState::Dead {
+            WorkerState::Draining
+        } else {
+            self.status
+        }
+    }
+}
+
+impl From<NodeView> for NodeDetail {
+    /// A node without its history.
+    fn from(node: NodeView) -> Self {
+        NodeDetail {
+            node,
+            history: Vec::new(),
+            thresholds: None,
+        }
+    }
+}
+
+/// The temperatures the orchestrator schedules by, sent with the node views so the page
+/// and the CLI mark nodes warm and hot at the configured values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// At or above this a node only gets work no cooler node can take (warm).
+    pub soft_temp_c: f32,
+    /// At or above this a node gets no new work (hot).
+    pub hard_temp_c: f32,
+}
+
+impl Default for Thresholds {
+    /// The orchestrator's defaults, for an orchestrator that does not send them.
+    fn default() -> Self {
+        Thresholds {
+            soft_temp_c: 80.0,
+            hard_temp_c: 85.0,
+        }
+    }
+}
+
+/// How a temperature compares with the [`Thresholds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heat {
+    Cool,
+    /// At or above the soft limit.
+    Warm,
+    /// At or above the hard limit.
+    Hot,
+}
+
+impl Thresholds {
+    pub fn heat(&self, temp_c: f32) -> Heat {
+        if temp_c >= self.hard_temp_c {
+            Heat::Hot
+        } else if temp_c >= self.soft_temp_c {
+            Heat::Warm
+        } else {
+            Heat::Cool
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodesResponse {
     pub nodes: Vec<NodeView>,
     pub total: u64,
+    /// Absent from orchestrators before thresholds were sent: use the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
 /// One point of a node's recent history (a bounded ring of heartbeats).
@@ -643,6 +794,9 @@ pub struct NodeDetail {
     #[serde(flatten)]
     pub node: NodeView,
     pub history: Vec<MetricSample>,
+    /// Sent by `GET /api/nodes/{id}`; absent inside lists that carry them once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
 #[cfg(test)]
@@ -714,6 +868,21 @@ mod tests {
         assert!(m.under_voltage_now());
         assert!(m.throttled_now());
         assert!(!m.soft_temp_limit_now());
+    }
+
+    #[test]
+    fn ollama_api_task_reads_the_contract() {
+        let t: OllamaApiTask = serde_json::from_value(json!({
+            "model": "m", "endpoint": "chat",
+            "request": {"model": "m", "messages": []}, "stream": true
+        }))
+        .unwrap();
+        assert!(t.stream && t.endpoint == ollama_endpoint::CHAT);
+        assert!(task_type::NEEDS_MODEL.contains(&task_type::OLLAMA_API));
+        assert_eq!(
+            stream_path("t 1", "pi/1", 2),
+            "/api/tasks/t%201/stream?worker_id=pi%2F1&attempt=2"
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Shown {
             if self.cards.get(id).is_some_and(|(f, _)| *f == fp) {
                 continue;
             }
-            let html = page::live_card(d);
+            let html = page::live_card(d, &s.thresholds);
             let same_html = self.cards.get(id).is_some_and(|(_, h)| *h == html);
             self.cards.insert(id.clone(), (fp, html.clone()));
             if !same_html {
@@ -223,6 +223,7 @@ mod tests {
                 tasks_failed: 0,
             },
             history: vec![],
+            thresholds: None,
         }
     }
 

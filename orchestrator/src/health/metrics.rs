@@ -4,7 +4,7 @@
 //! Gauges and counters are read from a [`FleetSnapshot`] at scrape time, so they always
 //! match `/api/nodes` and a node that is gone is gone from the scrape too. The two
 //! histograms (scheduling latency and task duration) are fed live by the scheduler
-//! through [`Histograms`].
+//! through [`crate::telemetry::Histograms`].
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -31,58 +31,16 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{shown_status, FleetSnapshot};
+use super::FleetSnapshot;
+use crate::telemetry::Histograms;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
-
-/// Submit → assign: sub-millisecond with waiting workers, up to minutes in a busy queue.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
-/// Assign → result: an LLM answer on a Pi takes seconds to many minutes.
-const DURATION_BUCKETS: [f64; 14] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-];
-
-/// The live histograms. Cheap to clone (shared buckets); the scheduler observes into them.
-#[derive(Debug, Clone)]
-pub struct Histograms {
-    scheduling_latency: Histogram,
-    task_duration: Histogram,
-}
-
-impl Default for Histograms {
-    fn default() -> Self {
-        Histograms {
-            scheduling_latency: Histogram::new(LATENCY_BUCKETS),
-            task_duration: Histogram::new(DURATION_BUCKETS),
-        }
-    }
-}
-
-impl Histograms {
-    /// A task was assigned `seconds` after it was submitted (or requeued).
-    pub fn observe_scheduling_latency(&self, seconds: f64) {
-        if seconds.is_finite() && seconds >= 0.0 {
-            self.scheduling_latency.observe(seconds);
-        }
-    }
-
-    /// An attempt was settled (completed or failed) `seconds` after it was assigned.
-    pub fn observe_task_duration(&self, seconds: f64) {
-        if seconds.is_finite() && seconds >= 0.0 {
-            self.task_duration.observe(seconds);
-        }
-    }
-}
 
 fn node_label(id: &str) -> Labels {
     vec![("node".to_string(), id.to_string())]
@@ -166,7 +124,7 @@ pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
     for d in &s.nodes {
         let n = &d.node;
         let l = node_label(&n.worker_id);
-        let status = shown_status(n);
+        let status = n.shown_status();
         up.get_or_create(&l)
             .set(bool_f(status != pifleet_protocol::WorkerState::Dead));
         draining.get_or_create(&l).set(bool_f(n.draining));
@@ -283,6 +241,7 @@ mod tests {
                     tasks_failed: 0,
                 },
                 history: vec![],
+                thresholds: None,
             }],
             pending_by_priority: [(7u8, 3u64)].into_iter().collect(),
             tasks: TaskCounts {
@@ -292,6 +251,7 @@ mod tests {
                 ..Default::default()
             },
             recent_failures: vec![],
+            thresholds: Default::default(),
         };
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);

@@ -5,18 +5,15 @@
 use std::fmt::Write as _;
 
 use pifleet_protocol::human::{ago, bytes};
-use pifleet_protocol::{MetricSample, NodeDetail, WorkerState};
+use pifleet_protocol::{Heat, MetricSample, NodeDetail, Thresholds, WorkerState};
 
-use super::{shown_status, FleetSnapshot};
+use super::FleetSnapshot;
 
 pub const CSS: &str = include_str!("assets/pifleet.css");
 pub const JS: &str = include_str!("assets/pifleet.js");
 pub const CSS_PATH: &str = "/static/pifleet.css";
 pub const JS_PATH: &str = "/static/pifleet.js";
 
-/// Temperatures shown as warm and hot: the scheduler's default soft and hard limits.
-const TEMP_WARM_C: f32 = 80.0;
-const TEMP_HOT_C: f32 = 85.0;
 /// At most this many history points per sparkline.
 const SPARK_POINTS: usize = 60;
 /// Failures listed on the page.
@@ -109,13 +106,14 @@ fn status_class(s: WorkerState) -> &'static str {
 }
 
 /// One node's card. `data-id` carries the node id for the live updates.
-pub fn node_card(detail: &NodeDetail, now: f64) -> String {
-    card(detail, Some(now))
+/// Temperatures are marked warm and hot at the configured `t`.
+pub fn node_card(detail: &NodeDetail, now: f64, t: &Thresholds) -> String {
+    card(detail, Some(now), t)
 }
 
-fn card(detail: &NodeDetail, now: Option<f64>) -> String {
+fn card(detail: &NodeDetail, now: Option<f64>, t: &Thresholds) -> String {
     let n = &detail.node;
-    let status = shown_status(n);
+    let status = n.shown_status();
     let m = n.metrics.as_ref();
     let hist = last_points(&detail.history);
     let mut h = String::new();
@@ -152,10 +150,10 @@ fn card(detail: &NodeDetail, now: Option<f64>) -> String {
 
     // Temperature
     let temp = m.and_then(|m| m.temperature_c);
-    let temp_cls = match temp {
-        Some(t) if t >= TEMP_HOT_C => "hot",
-        Some(t) if t >= TEMP_WARM_C => "warm",
-        Some(_) => "ok",
+    let temp_cls = match temp.map(|c| t.heat(c)) {
+        Some(Heat::Hot) => "hot",
+        Some(Heat::Warm) => "warm",
+        Some(Heat::Cool) => "ok",
         None => "none",
     };
     let temps: Vec<Option<f64>> = hist
@@ -173,7 +171,7 @@ fn card(detail: &NodeDetail, now: Option<f64>) -> String {
             &temps,
             t_lo,
             t_hi,
-            Some(f64::from(TEMP_WARM_C)),
+            Some(f64::from(t.soft_temp_c)),
             "temperature history"
         ),
     );
@@ -381,8 +379,8 @@ pub const EMPTY_NODES_HTML: &str = EMPTY_NODES;
 
 /// A card for the live updates: relative times are left for the script to fill, so a
 /// card whose node did not change renders to the same bytes.
-pub fn live_card(detail: &NodeDetail) -> String {
-    card(detail, None)
+pub fn live_card(detail: &NodeDetail, t: &Thresholds) -> String {
+    card(detail, None, t)
 }
 
 /// The failures list for the live updates (relative times left to the script).
@@ -401,7 +399,7 @@ pub fn sorted(s: &FleetSnapshot) -> Vec<&NodeDetail> {
 pub fn page(s: &FleetSnapshot) -> String {
     let mut cards = String::new();
     for d in sorted(s) {
-        cards.push_str(&node_card(d, s.at));
+        cards.push_str(&node_card(d, s.at, &s.thresholds));
     }
     if cards.is_empty() {
         cards.push_str(EMPTY_NODES);
@@ -472,6 +470,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            thresholds: None,
         }
     }
 
@@ -479,7 +478,7 @@ mod tests {
     fn card_escapes_the_node_id_and_shows_metrics() {
         let mut d = detail("<pi&1>", 81.5);
         d.node.draining = true;
-        let html = node_card(&d, 100.0);
+        let html = node_card(&d, 100.0, &Thresholds::default());
         assert!(html.contains(r#"data-id="&lt;pi&amp;1&gt;""#), "{html}");
         assert!(!html.contains("<pi&1>"));
         assert!(

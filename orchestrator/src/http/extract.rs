@@ -18,9 +18,6 @@ use crate::error::AppError;
 /// A JSON object body, required.
 pub struct JsonBody(pub Value);
 
-/// A JSON body that may be absent (an empty body, or `null`).
-pub struct OptionalJsonBody(pub Option<Value>);
-
 fn body_error(e: BytesRejection, limit: usize) -> AppError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::TooLarge(format!("body: larger than the {limit}-byte limit"))
@@ -80,17 +77,6 @@ impl FromRequest<AppState> for JsonBody {
                 "body: expected a JSON object, got null".into(),
             )),
         }
-    }
-}
-
-impl FromRequest<AppState> for OptionalJsonBody {
-    type Rejection = AppError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| body_error(e, state.max_body_bytes))?;
-        Ok(OptionalJsonBody(parse(&bytes, false)?))
     }
 }
 

@@ -1,27 +1,35 @@
 //! The HTTP API: the seed's endpoints plus pifleet's extensions.
 //!
-//! Routes are grouped by who may call them: worker routes need the worker token, client
-//! routes the client token (each only when configured). To add endpoints (node views,
-//! metrics, drain), write a `router()` in a new module and merge it into the matching
-//! group in [`app`].
+//! Every route is here. They are grouped by who may call them: worker routes need the
+//! worker token, client routes the client token (each only when configured; the checks
+//! are in `auth`), the status page takes the client token by header or `?token=`. Each
+//! module writes a `router()` that [`app`] merges into the matching group:
+//! `workers` (register, heartbeat, poll, unregister, the worker list), `tasks` (submit,
+//! result, status, queue, stats), `nodes` (node views, drain), `page` (the status page,
+//! its events, `/metrics`). Handlers call the [`crate::fleet`]; its errors become HTTP
+//! in `error`.
 
+mod auth;
+pub mod error;
 pub mod extract;
+mod nodes;
+mod page;
 mod tasks;
 mod workers;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use pifleet_protocol::{ErrorResponse, HealthResponse};
+use pifleet_protocol::{paths, ErrorResponse, HealthResponse};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::AppError;
-use crate::state::Fleet;
+use crate::fleet::Fleet;
 
 /// Bearer tokens. `None` leaves that group open (only allowed on loopback or with
 /// `--insecure`).
@@ -46,23 +54,24 @@ pub fn app(state: AppState) -> Router {
     if state.tokens.worker.is_some() {
         worker = worker.route_layer(middleware::from_fn_with_state(
             state.clone(),
-            require_worker_token,
+            auth::require_worker_token,
         ));
     }
     let mut client = tasks::router()
         .merge(workers::client_router())
-        .merge(crate::health::routes::client_router());
+        .merge(nodes::router())
+        .merge(page::metrics_router());
     if state.tokens.client.is_some() {
         client = client.route_layer(middleware::from_fn_with_state(
             state.clone(),
-            require_client_token,
+            auth::require_client_token,
         ));
     }
     Router::new()
-        .route("/health", get(health))
+        .route(paths::HEALTH, get(health))
         .merge(worker)
         .merge(client)
-        .merge(crate::health::routes::page_router(state.clone()))
+        .merge(page::router(state.clone()))
         .fallback(no_route)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -82,51 +91,6 @@ async fn no_route(req: Request) -> AppError {
         req.method(),
         req.uri().path()
     ))
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(crate) fn check_bearer(
-    headers: &HeaderMap,
-    want: Option<&str>,
-    who: &str,
-) -> Result<(), AppError> {
-    let Some(want) = want else { return Ok(()) };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match got {
-        Some(t) if same_secret(t.as_bytes(), want.as_bytes()) => Ok(()),
-        Some(_) => Err(AppError::Unauthorized(format!(
-            "the bearer token is not the {who} token"
-        ))),
-        None => Err(AppError::Unauthorized(format!(
-            "missing \"Authorization: Bearer <{who} token>\""
-        ))),
-    }
-}
-
-async fn require_worker_token(
-    State(s): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, AppError> {
-    check_bearer(req.headers(), s.tokens.worker.as_deref(), "worker")?;
-    Ok(next.run(req).await)
-}
-
-async fn require_client_token(
-    State(s): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, AppError> {
-    check_bearer(req.headers(), s.tokens.client.as_deref(), "client")?;
-    Ok(next.run(req).await)
 }
 
 /// Rewrites error responses made outside our handlers (405 from the router, 413 from a

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pifleet_protocol::paths::{self, routes};
 use pifleet_protocol::{
     task_type, QueueResponse, ResultResponse, StatsResponse, SubmitResponse, TaskStatusResponse,
     PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN,
@@ -14,19 +15,19 @@ use super::extract::{describe, Id, JsonBody, QueryMap};
 use super::workers::check_worker_id;
 use super::AppState;
 use crate::error::AppError;
-use crate::state::{committed, NewTask, ResultReport};
+use crate::fleet::{committed, FleetError, NewTask, ResultReport, Settled};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/tasks/submit", post(submit))
-        .route("/api/tasks/status/{id}", get(status))
-        .route("/api/tasks/queue", get(queue))
-        .route("/api/stats", get(stats))
+        .route(paths::SUBMIT, post(submit))
+        .route(routes::TASK_STATUS, get(status))
+        .route(paths::QUEUE, get(queue))
+        .route(paths::STATS, get(stats))
 }
 
 /// The result route belongs to workers (worker token), so it is merged there.
 pub fn worker_router() -> Router<AppState> {
-    Router::new().route("/api/tasks/{id}/result", post(result))
+    Router::new().route(routes::TASK_RESULT, post(result))
 }
 
 /// A week: longer than any LLM task on a Pi, short enough to catch a typo in units.
@@ -241,8 +242,9 @@ async fn result(
     JsonBody(body): JsonBody,
 ) -> Result<Json<ResultResponse>, AppError> {
     let report = parse_result(body)?;
-    let (status, commit) = s.fleet.settle(&id, report)?;
-    if let Some(commit) = commit {
+    let settled = s.fleet.settle(&id, report)?;
+    let status = settled.as_str();
+    if let Settled::Received(commit) = settled {
         committed(commit).await?;
     }
     Ok(Json(ResultResponse {
@@ -265,10 +267,10 @@ async fn status(
             let _ = tokio::time::timeout(std::time::Duration::from_secs_f64(wait), settled).await;
         }
     }
-    s.fleet
-        .status(&id)
-        .map(Json)
-        .ok_or_else(|| AppError::NotFound(format!("task \"{id}\" not found")))
+    match s.fleet.status(&id) {
+        Some(status) => Ok(Json(status)),
+        None => Err(FleetError::TaskNotFound(id).into()),
+    }
 }
 
 const DEFAULT_QUEUE_LIMIT: usize = 1000;

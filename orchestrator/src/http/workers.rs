@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pifleet_protocol::paths::{self, routes};
 use pifleet_protocol::{
     HeartbeatRequest, HeartbeatResponse, PollResponse, RegisterRequest, RegisterResponse,
     UnregisterResponse, WorkersListResponse,
@@ -12,18 +13,18 @@ use pifleet_protocol::{
 use super::extract::{typed, Id, JsonBody, OptionalTyped, QueryMap};
 use super::AppState;
 use crate::error::AppError;
-use crate::state::committed;
+use crate::fleet::committed;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/workers/register", post(register))
-        .route("/api/workers/{id}/heartbeat", post(heartbeat))
-        .route("/api/workers/{id}/tasks", get(poll))
-        .route("/api/workers/{id}/unregister", post(unregister))
+        .route(paths::REGISTER, post(register))
+        .route(routes::WORKER_HEARTBEAT, post(heartbeat))
+        .route(routes::WORKER_TASKS, get(poll))
+        .route(routes::WORKER_UNREGISTER, post(unregister))
 }
 
 pub fn client_router() -> Router<AppState> {
-    Router::new().route("/api/workers/list", get(list))
+    Router::new().route(paths::WORKERS_LIST, get(list))
 }
 
 const MAX_ID_LEN: usize = 128;

@@ -2,9 +2,9 @@
 //! what a placement policy does before it ships, and for capacity planning.
 //!
 //! The `pifleet` policy is the orchestrator's own placement: the eligibility rules of
-//! [`crate::scheduler`] (dead, hot, under-voltage, model, memory) and the expected-finish
-//! ranking and bounded waiting of [`crate::eta::finish`], fed by the speeds the real
-//! [`crate::eta::speed::SpeedBook`] learns from each simulated result. The simple
+//! [`crate::fleet::placement`] (dead, hot, under-voltage, model, memory) and the expected-finish
+//! ranking and bounded waiting of [`crate::fleet::finish`], fed by the speeds the real
+//! [`crate::fleet::speed::SpeedBook`] learns from each simulated result. The simple
 //! policies routers use (`least-loaded`, `round-robin`, `random`) get the same
 //! eligibility rules and send each request to a node at once, where it queues FIFO as
 //! in Ollama.

@@ -9,10 +9,11 @@ use serde_json::json;
 use super::config::SimConfig;
 use super::world::{Rng, Run, SimNode};
 use super::Policy;
-use crate::eta::finish::{choose, expected_finish, temp_trend, Candidate, Choice, Estimate};
-use crate::eta::finish::{Job, Rules};
-use crate::eta::speed::{Figures, Sample, SpeedBook};
-use crate::scheduler::{NodeFacts, Requirements, Thermal};
+use crate::fleet::finish::{choose, expected_finish, temp_trend, Candidate, Choice, Estimate};
+use crate::fleet::finish::{Job, Rules};
+use crate::fleet::speed::{Figures, Sample, SpeedBook};
+use crate::fleet::placement::{NodeFacts, Requirements};
+use crate::fleet::Thermal;
 
 /// Per policy: what the simulator prints.
 #[derive(Debug, Clone, PartialEq)]

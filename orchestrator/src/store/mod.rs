@@ -7,6 +7,7 @@
 //! or a result only after the answer for its mutations arrives, so an acknowledged change
 //! survives a `kill -9`.
 
+pub mod keys;
 pub mod memory;
 mod speeds;
 pub mod sqlite;
@@ -123,7 +124,17 @@ pub trait Store: Send + 'static {
     fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;
 }
 
-pub type CommitResult = Result<(), String>;
+/// Why a batch was not committed: nothing in it was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The store refused the batch (disk full, I/O error, corrupt database).
+    #[error("{0}")]
+    Failed(String),
+    #[error("store thread is gone")]
+    Gone,
+}
+
+pub type CommitResult = Result<(), CommitError>;
 
 enum Command {
     Write {
@@ -169,7 +180,7 @@ impl StoreHandle {
                     } else {
                         store.apply(&batch).map_err(|e| {
                             tracing::error!(error = %e, mutations = batch.len(), "store commit failed");
-                            e.to_string()
+                            CommitError::Failed(e.to_string())
                         })
                     };
                     for w in waiters.drain(..) {
@@ -191,7 +202,7 @@ impl StoreHandle {
             mutations,
             done: Some(done),
         }) {
-            let _ = done.send(Err(StoreError::Gone.to_string()));
+            let _ = done.send(Err(CommitError::Gone));
         }
         rx
     }

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 ";
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: tasks, workers, counters. 2: the key and credential tables of [`super::keys`].
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -156,8 +157,8 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.execute_batch(super::speeds::SCHEMA)
-            .map_err(open_err)?;
+        conn.execute_batch(super::keys::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(super::speeds::SCHEMA).map_err(open_err)?;
         conn.execute_batch(&format!(
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))

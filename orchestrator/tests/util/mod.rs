@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,10 +13,58 @@ use axum::Router;
 use http_body_util::BodyExt;
 use pifleet_orchestrator::clock::ManualClock;
 use pifleet_orchestrator::config::{Config, RawConfig};
-use pifleet_orchestrator::store::MemoryStore;
+use pifleet_orchestrator::store::{MemoryStore, Mutation, Snapshot, Store, StoreError};
 use pifleet_orchestrator::{Fleet, Orchestrator};
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+/// A memory store whose commits can be held back: while the gate is closed, the store
+/// thread waits before applying, so nothing queued meanwhile is acknowledged.
+pub struct GatedStore {
+    inner: MemoryStore,
+    gate: Gate,
+}
+
+/// Opens and closes a [`GatedStore`] from the test.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn close(&self) {
+        *self.0 .0.lock().unwrap() = true;
+    }
+
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = false;
+        self.0 .1.notify_all();
+    }
+}
+
+impl GatedStore {
+    pub fn new() -> (Self, Gate) {
+        let gate = Gate::default();
+        let store = GatedStore {
+            inner: MemoryStore::new(),
+            gate: gate.clone(),
+        };
+        (store, gate)
+    }
+}
+
+impl Store for GatedStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+
+    fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+        let (closed, cv) = &*self.gate.0;
+        let mut closed = closed.lock().unwrap();
+        while *closed {
+            closed = cv.wait(closed).unwrap();
+        }
+        self.inner.apply(batch)
+    }
+}
 
 /// Settings that make tests fast: no retry backoff, short waits.
 pub fn test_raw() -> RawConfig {
@@ -41,16 +89,16 @@ impl Harness {
     }
 
     pub fn with(f: impl FnOnce(&mut RawConfig)) -> Self {
+        Self::with_store(f, Box::new(MemoryStore::new()))
+    }
+
+    pub fn with_store(f: impl FnOnce(&mut RawConfig), store: Box<dyn Store>) -> Self {
         let mut raw = test_raw();
         f(&mut raw);
         let config = Config::from_raw(raw, None).expect("test config is valid");
         let clock = ManualClock::default();
-        let orch = Orchestrator::open(
-            &config,
-            Box::new(MemoryStore::new()),
-            Arc::new(clock.clone()),
-        )
-        .expect("open orchestrator");
+        let orch =
+            Orchestrator::open(&config, store, Arc::new(clock.clone())).expect("open orchestrator");
         Harness {
             app: orch.router(),
             fleet: orch.fleet().clone(),

@@ -222,7 +222,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eta::speed::Source;
+    use crate::fleet::speed::Source;
     use serde_json::json;
 
     fn speed(gen_tps: f64) -> Figures {

@@ -1,32 +1,13 @@
-//! Placement rules: which node may run which task, and which of the eligible nodes is
-//! best. Pure functions over the node's declared capabilities and latest metrics, so the
-//! rules are testable without a server.
+//! Placement rules: which node may run which task, which of the eligible nodes is best,
+//! and why a pending task is not running. Pure functions over the node's declared
+//! capabilities and latest metrics, so the rules are testable without a server.
 
 use std::cmp::Reverse;
 
 use pifleet_protocol::{task_type, Capabilities, NodeMetrics};
 use serde_json::Value;
 
-/// Thresholds for health-aware placement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Thermal {
-    /// At or above this a node only gets work no cooler waiting node can take.
-    pub soft_temp_c: f32,
-    /// At or above this a node gets no new work at all.
-    pub hard_temp_c: f32,
-    /// A node reporting under-voltage now gets no new work.
-    pub exclude_under_voltage: bool,
-}
-
-impl Default for Thermal {
-    fn default() -> Self {
-        Thermal {
-            soft_temp_c: 80.0,
-            hard_temp_c: 85.0,
-            exclude_under_voltage: true,
-        }
-    }
-}
+use super::limits::Thermal;
 
 /// What a task needs from a node. Tasks with equal requirements share one FIFO lane of
 /// the queue, so a scheduling pass looks at one head per lane instead of the whole queue.
@@ -369,6 +350,102 @@ mod tests {
         assert_eq!(
             pending_reason(&req, &[], &Thermal::default()),
             "no live node"
+        );
+    }
+
+    #[test]
+    fn declared_task_types_limit_what_a_node_runs() {
+        let c = Capabilities {
+            task_types: vec!["code_generation".into()],
+            models: vec!["llama3.2:1b".into()],
+            ..Default::default()
+        };
+        let t = Thermal::default();
+        let other = Requirements::of("evolution_mutation", &json!({}));
+        assert_eq!(facts(&c, None).can_run(&other, &t), Err(Refusal::TaskType));
+        let mine = Requirements::of("code_generation", &json!({"model": "llama3.2:1b"}));
+        assert_eq!(facts(&c, None).can_run(&mine, &t), Ok(()));
+    }
+
+    #[test]
+    fn a_model_not_loaded_must_fit_in_free_memory() {
+        let c = Capabilities {
+            models: vec!["big:7b".into()],
+            model_details: vec![pifleet_protocol::ModelInfo {
+                name: "big:7b".into(),
+                size_bytes: Some(4_000_000_000),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = Thermal::default();
+        let req = Requirements::of("agent_action", &json!({"model": "big:7b"}));
+        let tight = NodeMetrics {
+            memory_available_bytes: Some(3_000_000_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            facts(&c, Some(&tight)).can_run(&req, &t),
+            Err(Refusal::Memory)
+        );
+        let roomy = NodeMetrics {
+            memory_available_bytes: Some(5_000_000_000),
+            ..Default::default()
+        };
+        assert_eq!(facts(&c, Some(&roomy)).can_run(&req, &t), Ok(()));
+    }
+
+    #[test]
+    fn draining_and_dead_nodes_take_nothing() {
+        let c = Capabilities::default();
+        let t = Thermal::default();
+        let req = Requirements::of("evolution_mutation", &json!({}));
+        let mut f = facts(&c, None);
+        f.draining = true;
+        assert_eq!(f.can_run(&req, &t), Err(Refusal::Draining));
+        f.alive = false;
+        assert_eq!(f.can_run(&req, &t), Err(Refusal::Dead));
+    }
+
+    #[test]
+    fn a_less_busy_node_ranks_first_and_a_full_one_has_no_slot() {
+        let c = Capabilities {
+            slots: Some(2),
+            ..Default::default()
+        };
+        let t = Thermal::default();
+        let idle = facts(&c, None);
+        let mut half = facts(&c, None);
+        half.running = 1;
+        assert!(idle.base_key(&t) < half.base_key(&t));
+        assert!(half.has_free_slot());
+        half.running = 2;
+        assert!(!half.has_free_slot());
+    }
+
+    #[test]
+    fn reason_follows_the_furthest_rule_any_node_passed() {
+        let t = Thermal::default();
+        let req = Requirements::of("evolution_mutation", &json!({}));
+        assert_eq!(
+            pending_reason(&req, &[Refusal::TaskType, Refusal::TaskType], &t),
+            "no node runs task type \"evolution_mutation\""
+        );
+        assert_eq!(
+            pending_reason(&req, &[Refusal::TaskType, Refusal::Draining], &t),
+            "every node that can run it is draining"
+        );
+        assert_eq!(
+            pending_reason(&req, &[Refusal::Hot, Refusal::Draining], &t),
+            "every node that can run it is at or over the 85 °C hard limit"
+        );
+        assert_eq!(
+            pending_reason(&req, &[Refusal::NoFreeSlot, Refusal::Hot], &t),
+            "waiting for a free slot on 1 eligible busy node(s)"
+        );
+        assert_eq!(
+            pending_reason(&req, &[Refusal::NoFreeSlot, Refusal::NotWaiting], &t),
+            "waiting for one of 1 eligible idle node(s) to poll"
         );
     }
 }

@@ -1,9 +1,12 @@
-//! The one error type handlers return, and its single mapping to HTTP.
+//! The one error type handlers return, its single mapping to HTTP, and the mapping of
+//! the fleet's domain errors onto it (with how the client recovers).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pifleet_protocol::ErrorResponse;
+use pifleet_protocol::{paths, ErrorResponse};
+
+use crate::fleet::FleetError;
 
 /// Everything a request can fail with. Messages are shown to the client as
 /// `{"error": "..."}`, so they name the field or the id at fault.
@@ -43,6 +46,23 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<FleetError> for AppError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::NotRegistered(_) | FleetError::Dead(_) => {
+                AppError::NotFound(format!("{e}: register again (POST {})", paths::REGISTER))
+            }
+            FleetError::TaskNotFound(_) | FleetError::NodeNotFound(_) => {
+                AppError::NotFound(e.to_string())
+            }
+            FleetError::AlreadySettled { .. }
+            | FleetError::StaleAttempt { .. }
+            | FleetError::NotHolder { .. } => AppError::Conflict(e.to_string()),
+            FleetError::StoreUnavailable(detail) => AppError::Unavailable(detail),
         }
     }
 }

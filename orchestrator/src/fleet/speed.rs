@@ -143,7 +143,7 @@ impl Sample {
                 (tps > 0.0).then(|| (n as f64 / tps * 1000.0) as u64)
             });
         let s = Sample {
-            model: super::canonical(model).to_owned(),
+            model: super::placement::canonical_model(model).to_owned(),
             prompt_tokens: field(result, "prompt_tokens")
                 .or_else(|| raw.and_then(|r| field(r, "prompt_eval_count"))),
             prompt_ms: field(result, "prompt_eval_ms").or_else(|| ns_ms("prompt_eval_duration")),
@@ -299,7 +299,7 @@ impl SpeedBook {
 
     /// The running mean of output tokens for a model, if any result named it.
     pub fn mean_output(&self, model: &str) -> Option<f64> {
-        self.outputs.get(super::canonical(model)).copied()
+        self.outputs.get(super::placement::canonical_model(model)).copied()
     }
 
     /// Recomputes the fallback medians when results arrived, at most every
@@ -351,7 +351,7 @@ impl SpeedBook {
     /// The figures placement uses for `node` running `model`, each one measured or
     /// borrowed. Call [`SpeedBook::refresh`] before a placement pass.
     pub fn figures(&self, node: &str, pi_model: Option<&str>, model: &str) -> Figures {
-        let model = super::canonical(model);
+        let model = super::placement::canonical_model(model);
         let own = self.nodes.get(node);
         let mine = own.and_then(|n| n.models.get(model));
         let pi = pi_model

@@ -1,0 +1,71 @@
+//! The node's shared parts, one field per concern, handed by `Arc` to every thread:
+//! built once by [`crate::run`], read by the work loops, the heartbeat and the supervisor.
+
+use std::sync::Arc;
+
+use crate::activity::Activity;
+use crate::client::Client;
+use crate::config::Config;
+use crate::delivery::Outbox;
+use crate::error::Error;
+use crate::gpio::Status;
+use crate::ollama::Ollama;
+use crate::probe::{Probe, SysProbe};
+use crate::registration::Registrar;
+use crate::runner::Runner;
+use crate::spool::Spool;
+use crate::watchdog::{Beats, Notifier, Stop};
+
+pub struct Node {
+    pub cfg: Config,
+    /// The orchestrator, for polls, heartbeats and unregistering.
+    pub client: Client,
+    pub ollama: Ollama,
+    pub runner: Runner,
+    pub outbox: Outbox,
+    pub registrar: Registrar,
+    pub activity: Activity,
+    pub stop: Stop,
+    pub notifier: Arc<dyn Notifier>,
+    pub beats: Beats,
+}
+
+impl Node {
+    /// Opens the state directory and the spool and wires the parts together; the probe
+    /// goes to the heartbeat thread, which alone samples /proc and /sys.
+    pub fn open(
+        cfg: Config,
+        notifier: Arc<dyn Notifier>,
+        stop: Stop,
+    ) -> Result<(Node, SysProbe), Error> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| Error::StateDir {
+            path: cfg.state_dir.clone(),
+            source,
+        })?;
+        let spool = Spool::open(&cfg.state_dir)?;
+        let probe = SysProbe::new(&cfg.proc_root, &cfg.sys_root, &cfg.state_dir);
+        let ollama = Ollama::new(&cfg.ollama_url, cfg.retry_base, cfg.retry_max);
+        let runner = Runner::new(
+            ollama.clone(),
+            cfg.default_model.clone(),
+            cfg.keep_alive.clone(),
+            cfg.task_timeout,
+            cfg.first_token_timeout,
+        );
+        let client = Client::new(&cfg.orchestrator_url, cfg.worker_token.clone());
+        let registrar = Registrar::new(&cfg, client.clone(), ollama.clone(), probe.facts());
+        let node = Node {
+            outbox: Outbox::new(spool, client.clone()),
+            client,
+            ollama,
+            runner,
+            registrar,
+            activity: Activity::new(Status::default()),
+            stop,
+            notifier,
+            beats: Beats::default(),
+            cfg,
+        };
+        Ok((node, probe))
+    }
+}

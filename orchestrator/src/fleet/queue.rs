@@ -1,0 +1,182 @@
+//! The queue of pending tasks: one ready lane per distinct set of requirements, each in
+//! rank order, and the tasks in retry backoff by the time they may run again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::placement::Requirements;
+use super::task::{micros, Rank, Task, TaskId};
+
+#[derive(Default)]
+pub(super) struct Queue {
+    /// One FIFO lane per distinct set of requirements, ordered by rank.
+    pub lanes: HashMap<Arc<Requirements>, BTreeMap<Rank, TaskId>>,
+    /// Tasks in retry backoff, by `(not_before in µs, seq)`.
+    pub delayed: BTreeMap<Rank, TaskId>,
+}
+
+impl Queue {
+    /// Files a pending task: in backoff when it has a `not_before`, else in its lane.
+    pub fn enqueue(&mut self, task: &Task, aging_s: f64) {
+        match task.not_before {
+            Some(nb) => {
+                self.delayed.insert((micros(nb), task.seq), task.id.clone());
+            }
+            None => self.push_ready(&task.req, task.rank(aging_s), task.id.clone()),
+        }
+    }
+
+    pub fn push_ready(&mut self, req: &Arc<Requirements>, key: Rank, id: TaskId) {
+        self.lanes.entry(req.clone()).or_default().insert(key, id);
+    }
+
+    pub fn remove_ready(&mut self, req: &Arc<Requirements>, key: Rank) -> Option<TaskId> {
+        let lane = self.lanes.get_mut(req)?;
+        let id = lane.remove(&key);
+        if lane.is_empty() {
+            self.lanes.remove(req);
+        }
+        id
+    }
+
+    /// Takes the next task whose backoff is over at `now`, if any.
+    pub fn pop_due(&mut self, now: f64) -> Option<TaskId> {
+        let entry = self.delayed.first_entry()?;
+        (entry.key().0 <= micros(now)).then(|| entry.remove())
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.lanes.is_empty()
+    }
+
+    /// The first task of every lane, best rank first.
+    pub fn heads(&self) -> Vec<(Rank, Arc<Requirements>)> {
+        let mut heads: Vec<(Rank, Arc<Requirements>)> = self
+            .lanes
+            .iter()
+            .filter_map(|(req, lane)| lane.first_key_value().map(|(k, _)| (*k, req.clone())))
+            .collect();
+        heads.sort_unstable_by_key(|a| a.0);
+        heads
+    }
+
+    /// Every queued task in the order it will be offered: the ready ones by rank, then
+    /// the ones in backoff by when they are due.
+    pub fn in_order(&self) -> impl Iterator<Item = &TaskId> {
+        let mut ready: Vec<(Rank, &TaskId)> = self
+            .lanes
+            .values()
+            .flat_map(|lane| lane.iter().map(|(k, id)| (*k, id)))
+            .collect();
+        ready.sort_unstable();
+        ready
+            .into_iter()
+            .map(|(_, id)| id)
+            .chain(self.delayed.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::limits::Limits;
+    use crate::fleet::task::NewTask;
+    use serde_json::{json, Value};
+
+    const AGING_S: f64 = 60.0;
+
+    fn task(seq: u64, priority: u8, created_at: f64, data: Value) -> Task {
+        let new = NewTask {
+            task_type: "agent_action".into(),
+            data,
+            priority,
+            timeout_s: None,
+            max_attempts: None,
+        };
+        let id: TaskId = Arc::from(format!("t{seq}").as_str());
+        Task::new(id, new, seq, created_at, &Limits::default())
+    }
+
+    fn queued(tasks: &[Task]) -> Queue {
+        let mut q = Queue::default();
+        for t in tasks {
+            q.enqueue(t, AGING_S);
+        }
+        q
+    }
+
+    fn order(q: &Queue) -> Vec<String> {
+        q.in_order().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn higher_priority_first_then_first_come_first_served() {
+        let q = queued(&[
+            task(1, 5, 100.0, json!({})),
+            task(2, 9, 101.0, json!({})),
+            task(3, 5, 102.0, json!({})),
+            task(4, 9, 103.0, json!({})),
+        ]);
+        assert_eq!(order(&q), ["t2", "t4", "t1", "t3"]);
+    }
+
+    #[test]
+    fn a_long_wait_outranks_a_higher_priority() {
+        // Each level is worth AGING_S of waiting: five levels down, six minutes earlier
+        // is ahead; five levels down, four minutes earlier is still behind.
+        let q = queued(&[
+            task(1, 9, 1000.0, json!({})),
+            task(2, 4, 1000.0 - 6.0 * AGING_S, json!({})),
+            task(3, 4, 1000.0 - 4.0 * AGING_S, json!({})),
+        ]);
+        assert_eq!(order(&q), ["t2", "t1", "t3"]);
+    }
+
+    #[test]
+    fn one_lane_per_requirement_set_and_heads_in_rank_order() {
+        let a = json!({"model": "llama3.2:1b"});
+        let b = json!({"model": "qwen2.5:0.5b"});
+        let q = queued(&[
+            task(1, 5, 100.0, a.clone()),
+            task(2, 5, 101.0, b.clone()),
+            task(3, 9, 102.0, a),
+            task(4, 5, 99.0, b),
+        ]);
+        assert_eq!(q.lanes.len(), 2);
+        let heads: Vec<Option<String>> = q
+            .heads()
+            .into_iter()
+            .map(|(_, req)| req.model.clone())
+            .collect();
+        // Lane "llama" is headed by the priority-9 task, which ranks first overall.
+        assert_eq!(
+            heads,
+            [Some("llama3.2:1b".into()), Some("qwen2.5:0.5b".into())]
+        );
+    }
+
+    #[test]
+    fn taking_the_last_task_of_a_lane_drops_the_lane() {
+        let t = task(1, 5, 100.0, json!({}));
+        let mut q = queued(std::slice::from_ref(&t));
+        assert!(q.has_ready());
+        let (rank, req) = q.heads().remove(0);
+        assert_eq!(q.remove_ready(&req, rank).as_deref(), Some("t1"));
+        assert!(!q.has_ready());
+        assert!(q.lanes.is_empty());
+        assert_eq!(q.remove_ready(&req, rank), None);
+    }
+
+    #[test]
+    fn a_task_in_backoff_waits_until_it_is_due_then_comes_last() {
+        let mut late = task(1, 9, 100.0, json!({}));
+        late.not_before = Some(130.0);
+        let q0 = queued(&[late, task(2, 1, 110.0, json!({}))]);
+        let mut q = q0;
+        assert_eq!(order(&q), ["t2", "t1"], "backoff after every ready task");
+        assert_eq!(q.heads().len(), 1, "a delayed task is in no lane");
+        assert_eq!(q.pop_due(129.9), None);
+        assert_eq!(q.pop_due(130.0).as_deref(), Some("t1"));
+        assert_eq!(q.pop_due(1e9), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! The fleet rebuilt from the store's snapshot at start: nodes get a fresh liveness
+//! window, pending tasks go back in the queue, tasks held by a node that is gone are
+//! requeued, and the cumulative counters carry on.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use pifleet_protocol::TaskState;
+use tokio::sync::watch;
+
+use super::limits::Limits;
+use super::node::Node;
+use super::task::{Task, TaskId};
+use super::tasks::{remember_failed, Revoke, RECENT_FAILED_KEPT};
+use super::{Fleet, Inner, Shared};
+use crate::clock::Clock;
+use crate::store::{Snapshot, StoreHandle};
+use crate::telemetry::Histograms;
+
+impl Fleet {
+    /// Builds the state from what the store had, giving every known node a fresh
+    /// liveness window (they could not heartbeat while we were down).
+    pub fn new(
+        limits: Limits,
+        store: StoreHandle,
+        snapshot: Snapshot,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let now = clock.now();
+        let mut inner = Inner {
+            last_flush: now,
+            last_prune: now,
+            ..Default::default()
+        };
+        for w in snapshot.workers {
+            inner.nodes.insert(w.id.clone(), Node::from_row(w, now));
+        }
+        let mut orphans = Vec::new();
+        for row in snapshot.tasks {
+            let task = Task::from_row(row);
+            let id = task.id.clone();
+            inner.next_seq = inner.next_seq.max(task.seq + 1);
+            inner.tally.enter(task.state, task.priority);
+            match task.state {
+                TaskState::Pending => inner.queue.enqueue(&task, limits.aging_s),
+                TaskState::Assigned => {
+                    let holder = task
+                        .assigned_to
+                        .as_deref()
+                        .and_then(|w| inner.nodes.get_mut(w))
+                        .filter(|n| !n.dead);
+                    match holder {
+                        Some(node) => node.current.push(id.clone()),
+                        None => orphans.push(id.clone()),
+                    }
+                }
+                TaskState::Completed | TaskState::Failed => {}
+            }
+            inner.tasks.insert(id, task);
+        }
+        let counter = |name: &str| {
+            snapshot
+                .counters
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        inner.tally.retried = counter("retried");
+        inner
+            .tally
+            .restore_pruned(counter("pruned_completed"), counter("pruned_failed"));
+        // The status page's recent failures survive a restart.
+        let mut failed: Vec<(f64, TaskId)> = inner
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Failed)
+            .map(|t| (t.updated_at, t.id.clone()))
+            .collect();
+        failed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let skip = failed.len().saturating_sub(RECENT_FAILED_KEPT);
+        for (_, id) in failed.into_iter().skip(skip) {
+            remember_failed(&mut inner.recent_failed, &id);
+        }
+        let (changes, _) = watch::channel(0);
+        let fleet = Fleet {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(inner),
+                store,
+                clock,
+                limits,
+                changes,
+                histograms: Histograms::default(),
+                started_at: now,
+                shutting_down: AtomicBool::new(false),
+            }),
+        };
+        if !orphans.is_empty() {
+            // Held by a node that no longer exists: nobody can settle them.
+            let mut inner = fleet.lock();
+            let mut muts = Vec::new();
+            for id in orphans {
+                inner.revoke(&id, Revoke::Unregistered, &fleet.shared, now, &mut muts);
+            }
+            fleet.shared.store.write_detached(muts);
+        }
+        fleet
+    }
+}

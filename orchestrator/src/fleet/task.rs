@@ -1,0 +1,183 @@
+//! A task as the fleet holds it: built once from a submit or from a stored row, turned
+//! back into a row for the store, and ranked for the queue.
+
+use std::sync::Arc;
+
+use pifleet_protocol::{QueueEntry, TaskState};
+use serde_json::Value;
+
+use super::limits::Limits;
+use super::placement::Requirements;
+use crate::store::TaskRow;
+
+pub type TaskId = Arc<str>;
+
+/// A validated submit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub task_type: String,
+    pub data: Value,
+    pub priority: u8,
+    pub timeout_s: Option<f64>,
+    pub max_attempts: Option<u32>,
+}
+
+/// A validated result report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultReport {
+    pub worker_id: String,
+    pub attempt: Option<u32>,
+    pub result: Value,
+    pub success: bool,
+    pub retryable: bool,
+}
+
+/// Position in the queue: earlier is better (`(aged creation time in µs, seq)`).
+pub(super) type Rank = (i64, u64);
+
+pub(super) struct Task {
+    pub id: TaskId,
+    pub task_type: String,
+    pub data: Arc<Value>,
+    pub req: Arc<Requirements>,
+    pub priority: u8,
+    pub state: TaskState,
+    pub assigned_to: Option<String>,
+    pub attempt: u32,
+    pub failures: u32,
+    pub max_attempts: u32,
+    pub timeout_s: f64,
+    pub result: Option<Arc<Value>>,
+    pub error: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub assigned_at: Option<f64>,
+    pub not_before: Option<f64>,
+    pub seq: u64,
+    pub settled_by: Option<String>,
+    pub settled_attempt: Option<u32>,
+}
+
+impl Task {
+    /// A fresh pending task from a submit; the limits fill what the submit left out.
+    pub fn new(id: TaskId, new: NewTask, seq: u64, now: f64, l: &Limits) -> Task {
+        Task::from_row(TaskRow {
+            id: id.to_string(),
+            task_type: new.task_type,
+            data: Arc::new(new.data),
+            priority: new.priority,
+            state: TaskState::Pending.as_str().to_string(),
+            assigned_to: None,
+            attempt: 0,
+            failures: 0,
+            max_attempts: new.max_attempts.unwrap_or(l.max_attempts),
+            timeout_s: new.timeout_s.unwrap_or(l.default_timeout_s),
+            result: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            assigned_at: None,
+            not_before: None,
+            seq,
+            settled_by: None,
+            settled_attempt: None,
+        })
+    }
+
+    /// The one place a task is built: from its stored form.
+    pub fn from_row(row: TaskRow) -> Task {
+        let state = match row.state.as_str() {
+            "pending" => TaskState::Pending,
+            "assigned" => TaskState::Assigned,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            other => {
+                tracing::warn!(task = %row.id, state = other, "stored task has an unknown state; treating it as pending");
+                TaskState::Pending
+            }
+        };
+        Task {
+            req: Arc::new(Requirements::of(&row.task_type, &row.data)),
+            id: Arc::from(row.id.as_str()),
+            task_type: row.task_type,
+            data: row.data,
+            priority: row.priority,
+            state,
+            assigned_to: row.assigned_to,
+            attempt: row.attempt,
+            failures: row.failures,
+            max_attempts: row.max_attempts,
+            timeout_s: row.timeout_s,
+            result: row.result,
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            assigned_at: row.assigned_at,
+            not_before: row.not_before,
+            seq: row.seq,
+            settled_by: row.settled_by,
+            settled_attempt: row.settled_attempt,
+        }
+    }
+
+    pub fn row(&self) -> TaskRow {
+        TaskRow {
+            id: self.id.to_string(),
+            task_type: self.task_type.clone(),
+            data: self.data.clone(),
+            priority: self.priority,
+            state: self.state.as_str().to_string(),
+            assigned_to: self.assigned_to.clone(),
+            attempt: self.attempt,
+            failures: self.failures,
+            max_attempts: self.max_attempts,
+            timeout_s: self.timeout_s,
+            result: self.result.clone(),
+            error: self.error.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            assigned_at: self.assigned_at,
+            not_before: self.not_before,
+            seq: self.seq,
+            settled_by: self.settled_by.clone(),
+            settled_attempt: self.settled_attempt,
+        }
+    }
+
+    /// Each priority level is worth `aging_s` of waiting, which gives strict priority
+    /// order among tasks submitted close together, FIFO within a priority, and a bounded
+    /// wait for the lowest priority.
+    pub fn rank(&self, aging_s: f64) -> Rank {
+        let created = micros(self.created_at);
+        let boost = (f64::from(self.priority) * aging_s * 1e6) as i64;
+        (created.saturating_sub(boost), self.seq)
+    }
+
+    pub fn is_settled(&self) -> bool {
+        matches!(self.state, TaskState::Completed | TaskState::Failed)
+    }
+
+    /// True while `worker` holds `attempt` of this task.
+    pub fn held_by(&self, worker: &str, attempt: u32) -> bool {
+        self.state == TaskState::Assigned
+            && self.attempt == attempt
+            && self.assigned_to.as_deref() == Some(worker)
+    }
+
+    pub fn queue_entry(&self, pending_reason: Option<String>) -> QueueEntry {
+        QueueEntry {
+            task_id: self.id.to_string(),
+            task_type: self.task_type.clone(),
+            priority: self.priority,
+            status: self.state,
+            assigned_to: self.assigned_to.clone(),
+            attempts: self.attempt,
+            created_at: self.created_at,
+            pending_reason,
+        }
+    }
+}
+
+pub(super) fn micros(t: f64) -> i64 {
+    (t * 1e6) as i64
+}

@@ -1,0 +1,126 @@
+//! The status page's routes: `GET /` and its live updates `GET /api/events` (client
+//! token by header or `?token=`), `GET /metrics` (client token, Prometheus), and the
+//! page's own stylesheet and script (open: code, no data). Each takes one snapshot of
+//! the fleet and hands it to [`crate::health`] to render.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::middleware;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use pifleet_protocol::paths;
+
+use super::auth::require_page_token;
+use super::AppState;
+use crate::health::{events, metrics, page};
+
+/// Live updates: at most one event per this gap per connection, and one at least this often.
+const EVENTS_MIN_GAP: Duration = Duration::from_millis(250);
+const EVENTS_REFRESH: Duration = Duration::from_secs(5);
+/// Failures listed on the page.
+const RECENT_FAILURES: usize = 10;
+
+/// `/metrics`, behind the client token (the caller adds the token layer).
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route(paths::METRICS, get(prometheus))
+}
+
+/// The page and its live updates: client token by header or `?token=`; assets are open.
+pub fn router(state: AppState) -> Router<AppState> {
+    let guarded = Router::new()
+        .route(paths::PAGE, get(status_page))
+        .route(paths::EVENTS, get(event_stream))
+        .route_layer(middleware::from_fn_with_state(state, require_page_token));
+    Router::new()
+        .route(page::CSS_PATH, get(css))
+        .route(page::JS_PATH, get(js))
+        .merge(guarded)
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    let text = metrics::render(&s.fleet.snapshot(false, 0), s.fleet.histograms());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The page loads nothing but its own script and stylesheet and talks only to this
+/// server; inline styles are the queue bars' widths.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+async fn status_page(State(s): State<AppState>) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+        Html(page::page(&s.fleet.snapshot(true, RECENT_FAILURES))),
+    )
+        .into_response()
+}
+
+async fn event_stream(State(s): State<AppState>) -> Response {
+    let fleet = s.fleet.clone();
+    let sse = events::stream(
+        move || {
+            let fleet = fleet.clone();
+            async move { fleet.snapshot(true, RECENT_FAILURES) }
+        },
+        s.fleet.subscribe(),
+        {
+            let fleet = s.fleet.clone();
+            move || fleet.is_shutting_down()
+        },
+        EVENTS_MIN_GAP,
+        EVENTS_REFRESH,
+    );
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        sse,
+    )
+        .into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", page::CSS)
+}
+
+async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", page::JS)
+}
