@@ -203,6 +203,17 @@ impl TaskState {
             TaskState::Failed => "failed",
         }
     }
+
+    /// The inverse of [`TaskState::as_str`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        match s {
+            "pending" => Some(TaskState::Pending),
+            "assigned" => Some(TaskState::Assigned),
+            "completed" => Some(TaskState::Completed),
+            "failed" => Some(TaskState::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// A worker's state: the seed's online/busy/dead, plus draining (takes no new work).
@@ -803,6 +814,20 @@ pub struct NodeDetail {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn task_state_words_round_trip_and_match_the_wire() {
+        for s in [
+            TaskState::Pending,
+            TaskState::Assigned,
+            TaskState::Completed,
+            TaskState::Failed,
+        ] {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
+        }
+        assert_eq!(TaskState::parse("Pending"), None);
+    }
 
     #[test]
     fn seed_register_body_parses_and_means_every_type() {

@@ -86,16 +86,10 @@ impl Task {
 
     /// The one place a task is built: from its stored form.
     pub fn from_row(row: TaskRow) -> Task {
-        let state = match row.state.as_str() {
-            "pending" => TaskState::Pending,
-            "assigned" => TaskState::Assigned,
-            "completed" => TaskState::Completed,
-            "failed" => TaskState::Failed,
-            other => {
-                tracing::warn!(task = %row.id, state = other, "stored task has an unknown state; treating it as pending");
-                TaskState::Pending
-            }
-        };
+        let state = TaskState::parse(&row.state).unwrap_or_else(|| {
+            tracing::warn!(task = %row.id, state = %row.state, "stored task has an unknown state; treating it as pending");
+            TaskState::Pending
+        });
         Task {
             req: Arc::new(Requirements::of(&row.task_type, &row.data)),
             id: Arc::from(row.id.as_str()),

@@ -205,26 +205,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{Capabilities, NodeView, WorkerState};
+    use crate::health::test_node;
 
     fn node(id: &str, last_seen: f64) -> NodeDetail {
-        NodeDetail {
-            node: NodeView {
-                worker_id: id.into(),
-                worker_type: "pifleet-agent".into(),
-                status: WorkerState::Online,
-                draining: false,
-                registered_at: 0.0,
-                last_seen,
-                capabilities: Capabilities::default(),
-                metrics: None,
-                current_tasks: vec![],
-                tasks_completed: 0,
-                tasks_failed: 0,
-            },
-            history: vec![],
-            thresholds: None,
-        }
+        test_node(id, last_seen).into()
     }
 
     fn snap(at: f64, nodes: Vec<NodeDetail>) -> FleetSnapshot {

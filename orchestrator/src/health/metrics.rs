@@ -214,35 +214,25 @@ pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{
-        Capabilities, NodeDetail, NodeMetrics, NodeView, TaskCounts, WorkerState,
-    };
+    use crate::health::test_node;
+    use pifleet_protocol::{NodeMetrics, NodeView, TaskCounts, WorkerState};
 
     #[test]
     fn exposition_has_node_gauges_queue_counters_and_histograms() {
         let s = FleetSnapshot {
             at: 100.0,
-            nodes: vec![NodeDetail {
-                node: NodeView {
-                    worker_id: "pi-1".into(),
-                    worker_type: "pifleet-agent".into(),
-                    status: WorkerState::Busy,
-                    draining: true,
-                    registered_at: 0.0,
-                    last_seen: 98.0,
-                    capabilities: Capabilities::default(),
-                    metrics: Some(NodeMetrics {
-                        temperature_c: Some(61.5),
-                        throttled: Some(0x1),
-                        ..Default::default()
-                    }),
-                    current_tasks: vec!["t1".into()],
-                    tasks_completed: 0,
-                    tasks_failed: 0,
-                },
-                history: vec![],
-                thresholds: None,
-            }],
+            nodes: vec![NodeView {
+                status: WorkerState::Busy,
+                draining: true,
+                metrics: Some(NodeMetrics {
+                    temperature_c: Some(61.5),
+                    throttled: Some(0x1),
+                    ..Default::default()
+                }),
+                current_tasks: vec!["t1".into()],
+                ..test_node("pi-1", 98.0)
+            }
+            .into()],
             pending_by_priority: [(7u8, 3u64)].into_iter().collect(),
             tasks: TaskCounts {
                 completed: 5,

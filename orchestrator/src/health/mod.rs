@@ -9,3 +9,21 @@ pub mod metrics;
 pub mod page;
 
 pub use crate::fleet::{FailedTask, FleetSnapshot};
+
+/// An online node with nothing running and no metrics, for the renderers' tests.
+#[cfg(test)]
+pub(crate) fn test_node(id: &str, last_seen: f64) -> pifleet_protocol::NodeView {
+    pifleet_protocol::NodeView {
+        worker_id: id.into(),
+        worker_type: "pifleet-agent".into(),
+        status: pifleet_protocol::WorkerState::Online,
+        draining: false,
+        registered_at: 0.0,
+        last_seen,
+        capabilities: Default::default(),
+        metrics: None,
+        current_tasks: vec![],
+        tasks_completed: 0,
+        tasks_failed: 0,
+    }
+}

@@ -441,26 +441,19 @@ pub fn page(s: &FleetSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{Capabilities, NodeMetrics, NodeView};
+    use crate::health::test_node;
+    use pifleet_protocol::{NodeMetrics, NodeView};
 
     fn detail(id: &str, temp: f32) -> NodeDetail {
         NodeDetail {
             node: NodeView {
-                worker_id: id.into(),
-                worker_type: "pifleet-agent".into(),
-                status: WorkerState::Online,
-                draining: false,
-                registered_at: 0.0,
-                last_seen: 95.0,
-                capabilities: Capabilities::default(),
                 metrics: Some(NodeMetrics {
                     temperature_c: Some(temp),
                     cpu_percent: Some(40.0),
                     ..Default::default()
                 }),
-                current_tasks: vec![],
                 tasks_completed: 1,
-                tasks_failed: 0,
+                ..test_node(id, 95.0)
             },
             history: (0..3)
                 .map(|i| MetricSample {
