@@ -197,7 +197,8 @@ where
 }
 
 /// Warming in degrees per second over the samples `(at, temp_c)` of the last
-/// `window_s`, by least squares; None with fewer than three samples or under 10 s.
+/// `window_s` (in any order), by least squares; None with fewer than three samples or
+/// under 10 s.
 pub fn temp_trend<I>(samples: I, now: f64, window_s: f64) -> Option<f32>
 where
     I: IntoIterator<Item = (f64, f32)>,
@@ -207,7 +208,8 @@ where
         .filter(|(at, _)| now - at <= window_s)
         .map(|(at, t)| (at, f64::from(t)))
         .collect();
-    let (first, last) = (pts.first()?.0, pts.last()?.0);
+    let first = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let last = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
     if pts.len() < 3 || last - first < 10.0 {
         return None;
     }
@@ -389,5 +391,7 @@ mod tests {
         assert!((temp_trend(s, 30.0, 60.0).unwrap() - 0.5).abs() < 1e-6);
         assert_eq!(temp_trend(s, 100.0, 60.0), None, "all too old");
         assert_eq!(temp_trend([(0.0, 50.0), (20.0, 60.0)], 20.0, 60.0), None);
+        let newest_first = s.iter().rev().copied();
+        assert!((temp_trend(newest_first, 30.0, 60.0).unwrap() - 0.5).abs() < 1e-6);
     }
 }

@@ -11,6 +11,7 @@
 //! | `queue.rs`, `waiting.rs` | ready lanes and the backoff set; the index of waiting nodes |
 //! | `placement.rs` | the pure eligibility and ranking rules |
 //! | `speed.rs`, `finish.rs` | measured speeds per node and model; the pure expected-finish ranking |
+//! | `estimate.rs` | expected-finish candidates for the dispatch, learning speeds from results |
 //! | `dispatch.rs` | placing lane heads on the best waiting node, assigning |
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
 //! | `tasks.rs` | submit, settle (fencing), revoke, watch for settlement |
@@ -27,6 +28,7 @@
 
 mod dispatch;
 mod error;
+mod estimate;
 pub mod finish;
 mod housekeeping;
 mod invariants;
@@ -83,6 +85,8 @@ struct Inner {
     settle_watchers: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     /// The most recently failed tasks, oldest first (bounded), for the status page.
     recent_failed: VecDeque<TaskId>,
+    /// Measured speeds and expected-finish bookkeeping.
+    estimates: estimate::Estimates,
 }
 
 impl Inner {

@@ -287,6 +287,10 @@ impl SpeedBook {
         self.dirty = true;
     }
 
+    pub fn nodes(&self) -> impl Iterator<Item = (&String, &NodeSpeeds)> {
+        self.nodes.iter()
+    }
+
     pub fn node(&self, node: &str) -> Option<&NodeSpeeds> {
         self.nodes.get(node)
     }

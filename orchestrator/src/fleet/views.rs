@@ -71,6 +71,9 @@ impl Inner {
                 task.error.as_deref().unwrap_or("a failed attempt")
             );
         }
+        if let Some(held) = self.held_reason(&task.id, now) {
+            return held;
+        }
         let refusals: Vec<Refusal> = self
             .nodes
             .values()
