@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 
+use pifleet_protocol::ModelSpeed;
 use serde_json::Value;
 
 use super::finish::{choose, Candidate, Choice, Job, Rules};
 use super::limits::Thermal;
+use super::node::Node;
 use super::placement::{canonical_model, Requirements};
 use super::speed::{Sample, Source};
 use super::task::TaskId;
@@ -51,6 +53,9 @@ pub(super) struct Estimates {
     /// Node -> when its running work is expected to end (tasks placed by expected finish).
     pub busy_until: HashMap<String, f64>,
     pub held: HashMap<TaskId, Held>,
+    /// (node, canonical model) -> when a result last came from it: Ollama keeps a model
+    /// loaded after use, which the node's next heartbeat will say (or deny).
+    used: HashMap<(String, String), f64>,
     /// Canonical model -> nodes measured fastest for it, best first.
     fastest: HashMap<String, Vec<String>>,
 }
@@ -111,6 +116,8 @@ impl Inner {
             .and_then(|n| n.caps.pi_model.clone());
         let est = &mut self.estimates;
         est.book.record(node, pi.as_deref(), &sample, now);
+        est.used
+            .insert((node.to_owned(), sample.model.clone()), now);
         if let Some(speeds) = est.book.node(node).and_then(|s| serde_json::to_value(s).ok()) {
             muts.push(Mutation::PutSpeeds {
                 node: node.to_owned(),
@@ -200,12 +207,16 @@ impl Inner {
                 .take_while(|s| now - s.at <= TREND_WINDOW_S)
                 .filter_map(|s| s.temperature_c.map(|t| (s.at, t)));
             let trend = super::finish::temp_trend(recent, now, TREND_WINDOW_S);
+            let used_since_heartbeat = est
+                .used
+                .get(&(name.to_string(), model.to_owned()))
+                .is_some_and(|t| n.last_heartbeat.map_or(true, |hb| hb <= *t));
             cands.push((
                 i,
                 Candidate {
                     free_in_s,
-                    model_loaded: f.model_loaded(model),
-                    speed: est.book.figures(name, n.caps.pi_model.as_deref(), model),
+                    model_loaded: f.model_loaded(model) || used_since_heartbeat,
+                    speed: est.book.ranking_figures(name, n.caps.pi_model.as_deref(), model),
                     temp_c: f.temperature(),
                     temp_trend: trend,
                     throttling: f.is_warm(thermal),
@@ -232,6 +243,38 @@ impl Inner {
             }
             Choice::Nowhere => Pick::Nowhere,
         }
+    }
+
+    /// The speeds placement ranks a node by: each model it has or has measured.
+    pub(super) fn speed_view(&self, node: &Node) -> Vec<ModelSpeed> {
+        let book = &self.estimates.book;
+        let own = book.node(&node.id);
+        let mut models: Vec<String> = node
+            .caps
+            .models
+            .iter()
+            .map(|m| canonical_model(m).to_owned())
+            .collect();
+        models.extend(own.into_iter().flat_map(|s| s.models.keys().cloned()));
+        models.sort();
+        models.dedup();
+        models
+            .into_iter()
+            .map(|m| {
+                let f = book.figures(&node.id, node.caps.pi_model.as_deref(), &m);
+                let round = |x: f64| (x * 100.0).round() / 100.0;
+                ModelSpeed {
+                    results: own
+                        .and_then(|s| s.models.get(&m))
+                        .map_or(0, |s| s.results),
+                    prompt_tps: round(f.prompt_tps),
+                    gen_tps: round(f.gen_tps),
+                    cold_load_s: round(f.load_s),
+                    source: f.source.as_str().to_owned(),
+                    model: m,
+                }
+            })
+            .collect()
     }
 
     /// Why a held task is still queued, if it is held.

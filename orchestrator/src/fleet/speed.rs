@@ -193,6 +193,17 @@ pub enum Source {
     Default,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Measured => "measured",
+            Source::PiModel => "pi_model",
+            Source::Fleet => "fleet",
+            Source::Default => "default",
+        }
+    }
+}
+
 /// Speeds for one node and model as placement uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
@@ -219,6 +230,9 @@ struct Medians {
     load_s: Option<f64>,
 }
 
+/// How much faster than the fastest measured node an untried one is assumed to be.
+const EXPLORE_BONUS: f64 = 1.1;
+
 /// How often, at most, the fallback medians are recomputed after new results.
 const REFRESH_S: f64 = 10.0;
 
@@ -231,7 +245,11 @@ pub struct SpeedBook {
     /// Pi class -> model -> medians.
     by_pi: HashMap<String, HashMap<String, Medians>>,
     by_model: HashMap<String, Medians>,
+    /// Per model: the best measured speeds and the shortest cold load, for exploring.
+    best: HashMap<String, Medians>,
     dirty: bool,
+    /// A node measured a model for the first time: refresh without waiting.
+    urgent: bool,
     refreshed_at: Option<f64>,
 }
 
@@ -263,6 +281,7 @@ impl SpeedBook {
             }
         }
         let m = n.models.entry(s.model.clone()).or_default();
+        let first = m.gen_tps.samples() == 0 && m.prompt_tps.samples() == 0;
         if let Some(v) = s.prompt_tps() {
             m.prompt_tps.add(v);
         }
@@ -274,6 +293,7 @@ impl SpeedBook {
         }
         m.results += 1;
         m.updated_at = now;
+        self.urgent |= first && (m.gen_tps.samples() > 0 || m.prompt_tps.samples() > 0);
         if let Some(c) = s.completion_tokens {
             let avg = self.outputs.entry(s.model.clone()).or_insert(c as f64);
             *avg += 0.05 * (c as f64 - *avg);
@@ -311,7 +331,7 @@ impl SpeedBook {
     /// placement it feeds). `force` ignores the rate limit. True when it recomputed.
     pub fn refresh(&mut self, now: f64, force: bool) -> bool {
         let recent = self.refreshed_at.is_some_and(|at| now - at < REFRESH_S);
-        if !self.dirty || (!force && recent) {
+        if !self.dirty || (!force && !self.urgent && recent) {
             return false;
         }
         type Lists = [Vec<f64>; 3];
@@ -334,6 +354,12 @@ impl SpeedBook {
                 }
             }
         }
+        let best = |l: &Lists| Medians {
+            prompt_tps: l[0].iter().copied().reduce(f64::max),
+            gen_tps: l[1].iter().copied().reduce(f64::max),
+            load_s: l[2].iter().copied().reduce(f64::min),
+        };
+        self.best = by_model.iter().map(|(k, l)| (k.clone(), best(l))).collect();
         let medians = |mut l: Lists| {
             let m = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v));
             Medians {
@@ -348,8 +374,29 @@ impl SpeedBook {
             .collect();
         self.by_model = by_model.into_iter().map(|(k, l)| (k, medians(l))).collect();
         self.dirty = false;
+        self.urgent = false;
         self.refreshed_at = Some(now);
         true
+    }
+
+    /// The figures placement ranks `node` by: its own once it has measured the model;
+    /// before that, optimistic ones (a tenth faster than the fastest node measured, the
+    /// shortest cold load seen), so every node gets tried once and then ranks by what it
+    /// showed. With nothing measured anywhere, the borrowed figures of [`Self::figures`].
+    pub fn ranking_figures(&self, node: &str, pi_model: Option<&str>, model: &str) -> Figures {
+        let f = self.figures(node, pi_model, model);
+        if f.source == Source::Measured {
+            return f;
+        }
+        let Some(best) = self.best.get(super::placement::canonical_model(model)) else {
+            return f;
+        };
+        Figures {
+            prompt_tps: best.prompt_tps.map_or(f.prompt_tps, |v| v * EXPLORE_BONUS),
+            gen_tps: best.gen_tps.map_or(f.gen_tps, |v| v * EXPLORE_BONUS),
+            load_s: best.load_s.unwrap_or(0.0),
+            source: f.source,
+        }
     }
 
     /// The figures placement uses for `node` running `model`, each one measured or
@@ -532,6 +579,23 @@ mod tests {
         assert!(close(other.load_s, 12.0, 0.01));
         let none = b.figures("a", Some(pi5), "llama3.2:3b");
         assert_eq!(none, DEFAULT);
+    }
+
+    #[test]
+    fn an_untried_node_ranks_as_a_little_faster_than_the_best_until_it_has_run() {
+        let mut b = SpeedBook::new();
+        b.refresh(0.0, true);
+        assert_eq!(b.ranking_figures("new", None, "m"), DEFAULT, "nothing measured yet");
+        b.record("slow", None, &sample("m", 10.0), 0.0);
+        b.record("fast", None, &sample("m", 20.0), 0.0);
+        // A first measurement of a node does not wait for the rate limit.
+        assert!(b.refresh(1.0, false));
+        let new = b.ranking_figures("new", None, "m");
+        assert!(close(new.gen_tps, 22.0, 0.01), "{new:?}");
+        assert!(close(new.load_s, 12.0, 0.01), "the shortest cold load seen");
+        let slow = b.ranking_figures("slow", None, "m");
+        assert_eq!(slow.source, Source::Measured);
+        assert!(close(slow.gen_tps, 10.0, 0.01));
     }
 
     #[test]

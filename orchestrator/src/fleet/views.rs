@@ -230,7 +230,11 @@ impl Fleet {
 
     /// One node with its recent metric history (oldest first) and the thresholds.
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
-        let mut detail = self.lock().nodes.get(id).map(Node::detail)?;
+        let inner = self.lock();
+        let node = inner.nodes.get(id)?;
+        let mut detail = node.detail();
+        detail.speeds = inner.speed_view(node);
+        drop(inner);
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
         Some(detail)
     }
@@ -245,11 +249,13 @@ impl Fleet {
             .nodes
             .values()
             .map(|n| {
-                if histories {
+                let mut d: pifleet_protocol::NodeDetail = if histories {
                     n.detail()
                 } else {
                     n.view().into()
-                }
+                };
+                d.speeds = inner.speed_view(n);
+                d
             })
             .collect();
         FleetSnapshot {

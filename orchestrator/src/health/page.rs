@@ -464,6 +464,7 @@ mod tests {
                 })
                 .collect(),
             thresholds: None,
+            speeds: Vec::new(),
         }
     }
 

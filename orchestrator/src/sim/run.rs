@@ -123,7 +123,7 @@ struct Sim<'a> {
     thermal: Thermal,
     rules: Rules,
     book: SpeedBook,
-    /// `book.figures` per node and model, recomputed when the book changes: the same
+    /// `book.ranking_figures` per node and model, recomputed when the book changes: the same
     /// answers, without hashing a node name per candidate.
     figures: Vec<Vec<Figures>>,
     rr: usize,
@@ -368,7 +368,7 @@ impl<'a> Sim<'a> {
         self.c
             .models
             .iter()
-            .map(|m| self.book.figures(&n.id, pi, &m.name))
+            .map(|m| self.book.ranking_figures(&n.id, pi, &m.name))
             .collect()
     }
 
