@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # The main job: a local pifleet you can watch. Builds everything, starts an orchestrator on
-# its embedded SQLite store and a few agents on this machine, submits demo tasks, and shows
-# node health until Ctrl-C, which stops every process this script started.
+# its embedded SQLite store and a few agents on this machine, submits the demo tasks
+# (examples/tasks/*.json), and shows nodes, queue and recent tasks until Ctrl-C, which stops
+# every process this script started.
 #
-#   scripts/fleet.sh                  # 3 agents; uses the Ollama at 127.0.0.1:11434 if one answers
-#   FLEET_AGENTS=5 scripts/fleet.sh   # more agents
-#   FLEET_FAKE_OLLAMA=1 scripts/fleet.sh   # no Ollama here? use the test double for the LLM tasks
-#   FLEET_RELEASE=1 scripts/fleet.sh  # release builds (slower to build, what ships)
+#   scripts/fleet.sh                       # 3 agents; the Ollama at 127.0.0.1:11434 if one
+#                                          # answers, else the built-in Ollama stand-in
+#   FLEET_AGENTS=5 scripts/fleet.sh        # more agents
+#   FLEET_OLLAMA_URL=http://box:11434 scripts/fleet.sh   # an Ollama elsewhere
+#   FLEET_FAKE_OLLAMA=1 scripts/fleet.sh   # the stand-in even when an Ollama answers
+#   FLEET_FAKE_OLLAMA=0 scripts/fleet.sh   # never the stand-in: LLM tasks wait for a real Ollama
+#   FLEET_MODEL=qwen2.5:0.5b scripts/fleet.sh   # the demo's model (default: Ollama's first)
+#   FLEET_DEMO=0 scripts/fleet.sh          # submit no demo tasks
+#   FLEET_RELEASE=1 scripts/fleet.sh       # release builds (slower to build, what ships)
 #   FLEET_DIR=/tmp/fleet FLEET_PORT=5055 scripts/fleet.sh
+#   FLEET_BIN=target/debug scripts/fleet.sh   # use these binaries, build nothing (tests)
+#   FLEET_WATCH=0 scripts/fleet.sh         # no terminal view: run until SIGTERM (scripts)
 #
 # State (db, agents' spools, logs) lives in $FLEET_DIR (default ./.fleet) and survives a
-# restart: run it again and the queue and spools are where they were.
+# restart: run it again and the queue and spools are where they were. The demo is submitted
+# again only when none of the previous run's demo tasks is still queued.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +28,7 @@ dir=${FLEET_DIR:-.fleet}
 port=${FLEET_PORT:-}
 ollama=${FLEET_OLLAMA_URL:-http://127.0.0.1:11434}
 model=${FLEET_MODEL:-}
+fake=${FLEET_FAKE_OLLAMA:-auto}
 
 # Children get their own session so a Ctrl-C on the terminal reaches only this script,
 # which then stops them in order: agents first (they unregister), the orchestrator last.
@@ -27,24 +37,30 @@ command -v setsid >/dev/null && detach=(setsid)
 
 say() { printf '\033[1mfleet:\033[0m %s\n' "$*" >&2; }
 
-if ! command -v cargo >/dev/null; then
-  say "cargo is missing: install Rust with rustup first (https://rustup.rs)"
-  exit 1
+if [[ -n ${FLEET_BIN:-} ]]; then
+  bin=$FLEET_BIN
+else
+  if ! command -v cargo >/dev/null; then
+    say "cargo is missing: install Rust with rustup first (https://rustup.rs)"
+    exit 1
+  fi
+  profile=debug
+  build=(cargo build --bins -p pifleet-orchestrator -p pifleet-agent -p pifleet -p pifleet-system-tests)
+  if [[ ${FLEET_RELEASE:-0} == 1 ]]; then
+    profile=release
+    build+=(--release)
+  fi
+  say "building (${profile})..."
+  "${build[@]}"
+  bin=${CARGO_TARGET_DIR:-target}/$profile
 fi
-
-profile=debug
-build=(cargo build --bins -p pifleet-orchestrator -p pifleet-agent -p pifleet -p pifleet-system-tests)
-if [[ ${FLEET_RELEASE:-0} == 1 ]]; then
-  profile=release
-  build+=(--release)
-fi
-say "building (${profile})..."
-"${build[@]}"
-bin=${CARGO_TARGET_DIR:-target}/$profile
+for b in pifleet-orchestrator pifleet-agent pifleet pifleet-fake-ollama; do
+  [[ -x $bin/$b ]] || { say "$bin/$b is missing (FLEET_BIN=$bin?)"; exit 1; }
+done
 
 # Is something answering on host:port? Plain bash, no curl needed.
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-# A GET's body, plain bash.
+# A GET's body, plain bash (HTTP/1.0: the server closes when done).
 http_get() {
   local host=$1 port=$2 path=$3
   exec 3<>"/dev/tcp/$host/$port" || return 1
@@ -57,11 +73,11 @@ if [[ -z $port ]]; then
   port=5000
   while answers 127.0.0.1 "$port"; do port=$((port + 1)); done
 fi
-url=http://127.0.0.1:$port
 mkdir -p "$dir"
 
-pids=()        # orchestrator and Ollama double
+pids=()        # orchestrator and Ollama stand-in
 agent_pids=()
+watch_pid=
 stop_all() {
   local p
   for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -69,6 +85,10 @@ stop_all() {
 }
 cleanup() {
   trap - INT TERM EXIT
+  if [[ -n $watch_pid ]]; then
+    kill -TERM "$watch_pid" 2>/dev/null || true
+    wait "$watch_pid" 2>/dev/null || true
+  fi
   if ((${#agent_pids[@]})); then
     say "stopping ${#agent_pids[@]} agents (they hand back work, flush spools, unregister)..."
     stop_all "${agent_pids[@]}"
@@ -81,39 +101,73 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-say "orchestrator on $url (db $dir/pifleet.db, log $dir/orchestrator.log)"
+# FLEET_PORT=0: the kernel picks a free port and the orchestrator's log says which (tests).
 "${detach[@]}" "$bin/pifleet-orchestrator" serve --listen "127.0.0.1:$port" --db "$dir/pifleet.db" \
   >"$dir/orchestrator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do answers 127.0.0.1 "$port" && break; sleep 0.1; done
-answers 127.0.0.1 "$port" || { say "the orchestrator did not start: see $dir/orchestrator.log"; tail -5 "$dir/orchestrator.log" >&2; exit 1; }
-
-ohost=${ollama#http://}; ohost=${ohost%%/*}; oport=${ohost##*:}; ohost=${ohost%:*}
-if [[ ${FLEET_FAKE_OLLAMA:-0} == 1 ]]; then
-  oport=11434
-  while answers 127.0.0.1 "$oport"; do oport=$((oport + 1)); done
-  ohost=127.0.0.1
-  ollama=http://127.0.0.1:$oport
-  model=${model:-llama3.2:1b}
-  "${detach[@]}" "$bin/pifleet-fake-ollama" --listen "127.0.0.1:$oport" --model "$model" --token-delay-ms 80 \
-    --reply "Local models on small boards: cheap, private, and good enough for many jobs." \
-    >"$dir/fake-ollama.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do answers 127.0.0.1 "$oport" && break; sleep 0.1; done
-  say "Ollama test double on $ollama (model $model)"
-elif answers "$ohost" "$oport"; then
-  if [[ -z $model ]]; then
-    model=$(http_get "$ohost" "$oport" /api/tags | grep -o '"name":"[^"]*"' | head -1 | cut -d'"' -f4 || true)
+for _ in $(seq 100); do
+  if [[ $port == 0 ]]; then
+    bound=$(grep -o 'listening addr=127.0.0.1:[0-9]*' "$dir/orchestrator.log" | tail -1 || true)
+    [[ -n $bound ]] && port=${bound##*:}
   fi
-  say "Ollama answers on $ollama${model:+ (demo model $model)}"
+  [[ $port != 0 ]] && answers 127.0.0.1 "$port" && break
+  sleep 0.1
+done
+if [[ $port == 0 ]] || ! answers 127.0.0.1 "$port"; then
+  say "the orchestrator did not start: see $dir/orchestrator.log"
+  tail -5 "$dir/orchestrator.log" >&2
+  exit 1
+fi
+url=http://127.0.0.1:$port
+say "orchestrator on $url (db $dir/pifleet.db, log $dir/orchestrator.log)"
+
+# A real Ollama answers /api/tags with {"models": [...]}; anything else on the port is not one.
+ohost=${ollama#http://}; ohost=${ohost%%/*}; oport=${ohost##*:}; ohost=${ohost%:*}
+tags=""
+if [[ $fake != 1 ]] && answers "$ohost" "$oport"; then
+  tags=$(http_get "$ohost" "$oport" /api/tags 2>/dev/null || true)
+  [[ $tags == *'"models"'* ]] || tags=""
+fi
+if [[ -n $tags ]]; then
+  first=$(grep -o '"name": *"[^"]*"' <<<"$tags" | head -1 | sed 's/.*"\([^"]*\)"$/\1/' || true)
+  model=${model:-$first}
+  if [[ -n $first ]]; then
+    say "Ollama answers on $ollama: agents use it (demo model ${model})"
+  else
+    say "Ollama answers on $ollama but has no models: LLM tasks wait until you run 'ollama pull ${model:-llama3.2:1b}'"
+  fi
+elif [[ $fake == 0 ]]; then
+  say "no Ollama on $ollama and FLEET_FAKE_OLLAMA=0: agents run the native task types;"
+  say "LLM tasks wait with a visible reason until an Ollama answers there"
 else
-  say "no Ollama on $ollama: agents run the native task types; LLM tasks wait with a visible reason"
-  say "(install Ollama and 'ollama pull llama3.2:1b', or run with FLEET_FAKE_OLLAMA=1)"
+  model=${model:-llama3.2:1b}
+  "${detach[@]}" "$bin/pifleet-fake-ollama" --listen 127.0.0.1:0 --model "$model" --token-delay-ms 60 \
+    --reply "Local models on small boards: cheap, private, and good enough for many jobs." \
+    >"$dir/ollama-stand-in.log" 2>&1 &
+  pids+=($!)
+  ollama=""
+  for _ in $(seq 100); do
+    ollama=$(sed -n 's/^listening on //p' "$dir/ollama-stand-in.log")
+    [[ -n $ollama ]] && break
+    sleep 0.1
+  done
+  [[ -n $ollama ]] || { say "the Ollama stand-in did not start: see $dir/ollama-stand-in.log"; exit 1; }
+  if [[ $fake == 1 ]]; then
+    say "FLEET_FAKE_OLLAMA=1: agents use the built-in Ollama stand-in on $ollama (model $model, canned replies)"
+  else
+    say "no Ollama answers on ${FLEET_OLLAMA_URL:-http://127.0.0.1:11434}: agents use the built-in Ollama stand-in"
+    say "  on $ollama (model $model, canned replies, so the LLM demo tasks complete)."
+    say "  For real answers: install Ollama (https://ollama.com/download), 'ollama pull llama3.2:1b',"
+    say "  and run this again (an Ollama elsewhere: FLEET_OLLAMA_URL=http://HOST:11434)."
+  fi
 fi
 model=${model:-llama3.2:1b}
+ollama=${ollama:-${FLEET_OLLAMA_URL:-http://127.0.0.1:11434}}
 
+# The README's node names, so its examples (`pifleet node pi-kitchen`) run against this fleet.
+names=(pi-kitchen pi-desk pi-attic)
 for n in $(seq "$agents"); do
-  id=fleet-pi-$n
+  id=${names[n - 1]:-pi-$n}
   PIFLEET_HEARTBEAT_INTERVAL_S=${FLEET_HEARTBEAT_S:-2} \
     "${detach[@]}" "$bin/pifleet-agent" --orchestrator "$url" --ollama "$ollama" --id "$id" \
     --state-dir "$dir/$id" >"$dir/$id.log" 2>&1 &
@@ -122,31 +176,53 @@ for n in $(seq "$agents"); do
 done
 
 cli() { "$bin/pifleet" --url "$url" "$@"; }
-data() { printf '%s' "$1" >"$dir/task.json"; echo "$dir/task.json"; }
-sleep 1
-say "submitting demo tasks..."
-for i in 1 2 3; do
-  cli submit evolution_crossover -p 7 -d "$(data '{"genome1": {"learning_rate": 0.8, "layers": 100}, "genome2": {"learning_rate": 0.6, "layers": 150}}')" >/dev/null
-  cli submit evolution_mutation -d "$(data '{"genome": {"learning_rate": 0.7, "layers": 120}, "mutation_rate": 0.3}')" >/dev/null
-done
-chat=$(cli submit agent_action -p 8 -d "$(data "{\"messages\": [{\"role\": \"user\", \"content\": \"In one sentence: why run LLMs on Raspberry Pis?\"}], \"model\": \"$model\", \"temperature\": 0.7}")")
-code=$(cli submit code_generation -d "$(data "{\"prompt\": \"A function that checks whether a number is prime\", \"language\": \"python\", \"model\": \"$model\"}")")
-say "submitted 6 evolution tasks, an agent_action ($chat) and a code_generation ($code)"
-say "see a task: $bin/pifleet --url $url task $chat"
-say "status page: $url/   Prometheus: $url/metrics   nodes: $bin/pifleet --url $url nodes"
-say "node health below (refreshes every 2 s; Ctrl-C stops the fleet)"
-sleep 2
-if cli nodes >/dev/null 2>&1; then
-  cli watch -n 2 || true
+# A demo task file with the demo's model in place of the examples' llama3.2:1b.
+task_file() {
+  local json
+  json=$(<"examples/tasks/$1.json")
+  printf '%s\n' "${json//llama3.2:1b/$model}" >"$dir/demo-$1.json"
+  echo "$dir/demo-$1.json"
+}
+still_queued() {
+  local id
+  [[ -f $dir/demo-tasks ]] || return 1
+  while read -r id; do
+    [[ -n $id ]] || continue
+    cli task "$id" --json 2>/dev/null | grep -Eq '"status": *"(pending|assigned)"' && return 0
+  done <"$dir/demo-tasks"
+  return 1
+}
+if [[ ${FLEET_DEMO:-1} == 0 ]]; then
+  say "FLEET_DEMO=0: no demo tasks"
+elif still_queued; then
+  say "demo tasks from the previous run are still queued ($dir/demo-tasks): not adding more"
 else
-  # An orchestrator without the node views: the seed's worker list and stats.
-  pretty() { if command -v python3 >/dev/null; then python3 -m json.tool; else cat; fi; }
-  while true; do
-    [[ -t 1 ]] && clear
-    echo "== $url/api/workers/list  ($(date +%T))"
-    http_get 127.0.0.1 "$port" /api/workers/list | pretty
-    echo "== $url/api/stats"
-    http_get 127.0.0.1 "$port" /api/stats | pretty
-    sleep 2
-  done
+  say "submitting the demo tasks (examples/tasks/*.json)..."
+  {
+    cli submit evolution_crossover -p 7 -d "$(task_file evolution_crossover)"
+    cli submit evolution_mutation -d "$(task_file evolution_mutation)"
+    cli submit agent_action -p 8 -d "$(task_file agent_action)"
+    cli submit code_generation -d "$(task_file code_generation)"
+  } >"$dir/demo-tasks.new"
+  mv "$dir/demo-tasks.new" "$dir/demo-tasks"
+  say "submitted 2 native tasks, an agent_action and a code_generation (ids in $dir/demo-tasks)"
 fi
+
+if [[ $port == 5000 ]]; then
+  cli_hint="pifleet nodes"
+else
+  cli_hint="PIFLEET_URL=$url pifleet nodes"
+fi
+say "status page: $url/   Prometheus: $url/metrics"
+say "CLI: $cli_hint   (set-up once: cargo install --locked --path cli; or $bin/pifleet)"
+if [[ ${FLEET_WATCH:-1} == 0 ]]; then
+  say "fleet ready on $url (FLEET_WATCH=0: no terminal view; SIGTERM stops it)"
+  while true; do sleep 1; done
+fi
+say "nodes, queue and recent tasks below (refreshed every 2 s; Ctrl-C stops the fleet)"
+sleep 1
+# In the background so a SIGTERM to this script (not only a Ctrl-C to the terminal) stops
+# the fleet: bash runs its trap as soon as `wait` is interrupted.
+cli watch -n 2 &
+watch_pid=$!
+wait "$watch_pid" || true

@@ -1,10 +1,11 @@
 //! The orchestrator's HTTP API as the agent uses it: one `ureq::Agent`, built once, shared
 //! by clone between the heartbeat thread and the work loops.
 
+use std::io::Read;
 use std::time::Duration;
 
 use pifleet_protocol::{
-    paths, task_path, worker_path, HeartbeatRequest, HeartbeatResponse, PollResponse,
+    paths, stream_path, task_path, worker_path, HeartbeatRequest, HeartbeatResponse, PollResponse,
     RegisterRequest, RegisterResponse, ResultRequest, TaskAssignment, UnregisterResponse,
 };
 use serde::de::DeserializeOwned;
@@ -115,6 +116,31 @@ impl Client {
 
     pub fn result(&self, task_id: &str, req: &ResultRequest) -> Result<(), ClientError> {
         let _: serde_json::Value = self.post(&task_path(task_id, "result"), req, CALL_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// One chunked upload of a streaming task's NDJSON lines, each read from `body` sent
+    /// as its own chunk at once.
+    pub fn stream(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        body: &mut dyn Read,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .agent
+            .post(format!(
+                "{}{}",
+                self.base,
+                stream_path(task_id, worker_id, attempt)
+            ))
+            .header("Content-Type", "application/x-ndjson");
+        let _: serde_json::Value = self.finish(
+            self.authed(req, timeout)
+                .send(ureq::SendBody::from_reader(body)),
+        )?;
         Ok(())
     }
 

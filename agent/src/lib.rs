@@ -22,8 +22,10 @@
 //! | `activity.rs` | what the node is doing now: running tasks, drain, status, LED |
 //! | `watchdog.rs` | systemd notify, progress deadlines ([`watchdog::Beat`]), [`watchdog::Stop`] |
 //! | `retry.rs`, `rng.rs` | backoff, jitter, quiet failure logging; the seedable PRNG |
-//! | `client.rs`, `ollama.rs` | the orchestrator's and the local Ollama's HTTP APIs |
-//! | `runner.rs` | one task in, one outcome out, per task type |
+//! | `client.rs`, `ollama/` | the orchestrator's and the local Ollama's HTTP APIs |
+//! | `runner.rs` | one task in, one outcome out, per task type; `outcome.rs` builds them |
+//! | `gateway.rs`, `relay.rs` | `ollama_api` tasks; streaming their chunks to the orchestrator |
+//! | `evolution.rs` | the native crossover and mutation tasks |
 //! | `probe.rs`, `gpio.rs` | /proc and /sys metrics; the status LED |
 //! | `config/` | the config file, environment and flags, validated |
 //!
@@ -43,13 +45,17 @@ pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod evolution;
+pub mod gateway;
 pub mod gpio;
 pub mod heartbeat;
 pub mod node;
 pub mod ollama;
+pub mod outcome;
 pub mod probe;
 pub mod process;
 pub mod registration;
+pub mod relay;
 pub mod retry;
 pub mod rng;
 pub mod run;
@@ -59,10 +65,8 @@ pub mod supervise;
 pub mod watchdog;
 pub mod work;
 
-pub use crate::config::{Args, Config};
+pub use crate::config::{Args, Config, VERSION};
 pub use crate::error::Error;
 pub use crate::process::main_inner;
 pub use crate::retry::jitter;
 pub use crate::run::{run, Handle};
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,5 @@
 //! The node's shared parts, one field per concern, handed by `Arc` to every thread:
-//! built once by [`crate::run`], read by the work loops, the heartbeat and the supervisor.
+//! built once by `run.rs`, read by the work loops, the heartbeat and the supervisor.
 
 use std::sync::Arc;
 

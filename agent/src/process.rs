@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::config::VERSION;
 use crate::config::{self, Args, Config};
 use crate::error::Error;
 use crate::run::run;
 use crate::watchdog::{Stop, SystemdNotifier};
-use crate::VERSION;
 
 pub fn main_inner(args: Vec<String>) -> ExitCode {
     let args = match Args::parse(args.into_iter().skip(1)) {

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use pifleet_protocol::{Capabilities, ModelInfo, RegisterRequest};
+use pifleet_protocol::{task_type, Capabilities, ModelInfo, RegisterRequest};
 
 use crate::activity::{lock, Activity};
 use crate::client::Client;
 use crate::config::Config;
+use crate::config::VERSION;
 use crate::error::ClientError;
 use crate::gpio::LedState;
 use crate::ollama::Ollama;
@@ -23,7 +24,6 @@ use crate::probe::HostFacts;
 use crate::retry::{Backoff, Flap};
 use crate::runner;
 use crate::watchdog::{Beat, Stop};
-use crate::VERSION;
 
 /// Bound of one orchestrator call, as in [`crate::client`].
 pub const CALL: Duration = Duration::from_secs(10);
@@ -77,10 +77,18 @@ impl Registrar {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    fn capabilities(&self, details: Vec<ModelInfo>) -> Capabilities {
+    /// `models` None: Ollama did not answer, so gateway requests (which need it at once)
+    /// are not offered; a later registration with models offers them again.
+    fn capabilities(&self, models: Option<Vec<ModelInfo>>) -> Capabilities {
+        let reachable = models.is_some();
+        let details = models.unwrap_or_default();
         Capabilities {
             models: model_names(&details),
-            task_types: runner::SUPPORTED.iter().map(|s| s.to_string()).collect(),
+            task_types: runner::SUPPORTED
+                .iter()
+                .filter(|t| reachable || **t != task_type::OLLAMA_API)
+                .map(|s| s.to_string())
+                .collect(),
             slots: Some(self.cfg.slots),
             cores: self.facts.cores,
             memory_total_bytes: self.facts.memory_total_bytes,
@@ -105,7 +113,7 @@ impl Registrar {
         let req = RegisterRequest {
             worker_id: self.cfg.id.clone(),
             worker_type: Some(self.cfg.worker_type.clone()),
-            capabilities: self.capabilities(models.clone().unwrap_or_default()),
+            capabilities: self.capabilities(models.clone()),
         };
         let resp = self.client.register(&req)?;
         **last = models.as_deref().map(model_names);

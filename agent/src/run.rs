@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::Config;
+use crate::config::VERSION;
 use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::gpio;
@@ -16,7 +17,6 @@ use crate::registration::{CALL, SLACK};
 use crate::supervise::{shutdown, supervise};
 use crate::watchdog::{Beat, Notifier, Stop};
 use crate::work::work_loop;
-use crate::VERSION;
 
 /// Runs the agent until `stop` is requested (or a signal sets its flag): registers,
 /// heartbeats, takes and runs work; then drains, flushes the spool and unregisters.

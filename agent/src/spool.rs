@@ -1,7 +1,7 @@
 //! Results on disk before they go on the wire: a result is written (tmp + fsync + rename)
 //! before its first delivery attempt and removed only once the orchestrator has taken it,
 //! so a crash, a reboot or an orchestrator outage loses nothing. Disk only: sending them
-//! is [`crate::delivery`]'s job.
+//! is the job of `delivery.rs`.
 
 use std::fs;
 use std::io::Write;

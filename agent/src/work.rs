@@ -9,7 +9,9 @@ use pifleet_protocol::{ResultRequest, TaskAssignment};
 use crate::delivery::Delivery;
 use crate::node::Node;
 use crate::registration::{CALL, SLACK};
+use crate::relay::StreamTo;
 use crate::retry::{Backoff, Flap};
+use crate::runner::Ran;
 use crate::watchdog::Beat;
 
 pub fn work_loop(s: Arc<Node>, beat: Arc<Beat>) {
@@ -99,7 +101,18 @@ fn execute(s: &Node, beat: &Beat, task: TaskAssignment) {
         task.task_type,
         task.attempt.unwrap_or(1)
     );
-    let outcome = s.runner.run(&task);
+    let to = StreamTo {
+        client: &s.client,
+        worker_id: &s.cfg.id,
+    };
+    let outcome = match s.runner.run_to(&task, Some(&to)) {
+        Ran::Done(outcome) => outcome,
+        Ran::Abandoned(why) => {
+            log::info!("task {id}: abandoned, nothing reported: {why}");
+            s.activity.end(&id);
+            return;
+        }
+    };
     if outcome.success {
         log::info!(
             "task {id}: done in {} ms{}",

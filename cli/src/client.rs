@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pifleet_protocol::{
     encode_segment, node_path, paths, ErrorResponse, NodeDetail, NodeView, NodesResponse,
-    QueueResponse, StatsResponse, SubmitRequest, SubmitResponse, TaskStatusResponse,
+    QueueResponse, RecentTasksResponse, StatsResponse, SubmitRequest, SubmitResponse,
+    TaskStatusResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -130,6 +131,20 @@ impl Client {
 
     pub fn queue(&self) -> Result<QueueResponse, Error> {
         self.get(paths::QUEUE)
+    }
+
+    /// The first `limit` pending tasks (and every running one), with the totals.
+    pub fn queue_top(&self, limit: usize) -> Result<QueueResponse, Error> {
+        self.get(&format!("{}?limit={limit}", paths::QUEUE))
+    }
+
+    /// The last settled tasks; `None` from an orchestrator that does not list them.
+    pub fn recent(&self, limit: usize) -> Result<Option<RecentTasksResponse>, Error> {
+        match self.get(&format!("{}?limit={limit}", paths::RECENT)) {
+            Ok(r) => Ok(Some(r)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn stats(&self) -> Result<StatsResponse, Error> {

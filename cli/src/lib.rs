@@ -8,7 +8,7 @@
 //! pifleet nodes                  # table: name, status, temp, CPU, mem, models, task, last seen
 //! pifleet nodes --json           # the raw /api/nodes answer
 //! pifleet node pi-kitchen        # one node, with metric history sparklines
-//! pifleet watch                  # the nodes table, refreshed every 2 s
+//! pifleet watch                  # nodes, queue and recent tasks, refreshed every 2 s
 //! pifleet submit agent_action --data task.json --priority 8 --wait
 //! pifleet task 5f0c…             # a task's status and result
 //! pifleet drain pi-kitchen       # finish running work, take no new work
@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod render;
+pub mod work;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -96,7 +97,8 @@ pub enum Command {
     Drain { id: String },
     /// Undo a drain: the node gets work again.
     Undrain { id: String },
-    /// The nodes table, refreshed until interrupted.
+    /// Nodes, queue (running, pending with reasons) and recent tasks, refreshed until
+    /// interrupted.
     Watch {
         /// Seconds between refreshes.
         #[arg(long, short = 'n', default_value_t = 2.0)]
@@ -319,7 +321,10 @@ fn wait_for(
     loop {
         let asked = Instant::now();
         let status = client.task_wait(task_id, Duration::from_secs(1))?;
-        let settled = matches!(status.status, TaskState::Completed | TaskState::Failed);
+        let settled = matches!(
+            status.status,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        );
         let mut line = format!("task {} {}", short(task_id), status.status.as_str());
         if let Some(node) = &status.assigned_to {
             if status.status == TaskState::Assigned {
@@ -378,12 +383,8 @@ fn watch(
 ) -> Result<(), CliError> {
     let mut n = 0u64;
     loop {
-        let frame = match client.nodes() {
-            Ok(nodes) => format!(
-                "{}\n{}",
-                render::nodes_table(&nodes, now(), term.color),
-                render::nodes_summary(&nodes)
-            ),
+        let frame = match watch_frame(client, term.color) {
+            Ok(frame) => frame,
             // A watch outlives orchestrator restarts: show the error and keep trying,
             // except for errors that retrying cannot fix.
             Err(
@@ -409,6 +410,20 @@ fn watch(
         }
         std::thread::sleep(interval);
     }
+}
+
+/// Nodes, then the work: one frame of `pifleet watch`.
+fn watch_frame(client: &Client, color: bool) -> Result<String, Error> {
+    let nodes = client.nodes()?;
+    let queue = client.queue_top(work::SHOWN)?;
+    let recent = client.recent(work::SHOWN)?;
+    let now = now();
+    Ok(format!(
+        "{}\n{}\n\n{}",
+        render::nodes_table(&nodes, now, color),
+        render::nodes_summary(&nodes),
+        work::work_view(&queue, recent.as_ref(), now, color)
+    ))
 }
 
 fn clock() -> String {

@@ -33,7 +33,7 @@ impl Style {
     }
 }
 
-fn paint(text: &str, style: Style, color: bool) -> String {
+pub(crate) fn paint(text: &str, style: Style, color: bool) -> String {
     if !color || style == Style::Plain || text.is_empty() {
         text.to_string()
     } else {
@@ -90,7 +90,7 @@ pub fn models_cell(node: &NodeView) -> String {
     }
 }
 
-fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     match id.char_indices().nth(8) {
         Some((i, _)) => &id[..i],
         None => id,
@@ -149,12 +149,12 @@ fn mem_cell(node: &NodeView) -> String {
     }
 }
 
-struct Cell {
+pub(crate) struct Cell {
     text: String,
     style: Style,
 }
 
-fn cell(text: impl Into<String>, style: Style) -> Cell {
+pub(crate) fn cell(text: impl Into<String>, style: Style) -> Cell {
     Cell {
         text: text.into(),
         style,
@@ -163,7 +163,7 @@ fn cell(text: impl Into<String>, style: Style) -> Cell {
 
 const MODELS_MAX: usize = 32;
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -210,8 +210,17 @@ pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
             ]
         })
         .collect();
+    let mut out = table(&header, &rows, color);
+    if rows.is_empty() {
+        out.push_str("(no nodes registered)\n");
+    }
+    out
+}
+
+/// Columns padded to their widest cell, a dim header, trailing blanks trimmed.
+pub(crate) fn table(header: &[&str], rows: &[Vec<Cell>], color: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.text.chars().count());
         }
@@ -225,7 +234,7 @@ pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
         .collect();
     out.push_str(&paint(&head.join("  "), Style::Dim, color));
     out.push('\n');
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
@@ -233,9 +242,6 @@ pub fn nodes_table(resp: &NodesResponse, now: f64, color: bool) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    }
-    if rows.is_empty() {
-        out.push_str("(no nodes registered)\n");
     }
     out
 }
@@ -500,6 +506,7 @@ mod tests {
             current_tasks: vec![],
             tasks_completed: 3,
             tasks_failed: 0,
+            streaming: vec![],
         }
     }
 

@@ -77,7 +77,7 @@ fn main() {
         }
     }
     println!("{n} nodes, {history} samples of history each");
-    let (ms, snap) = time(20, || fleet.snapshot(true, 10));
+    let (ms, snap) = time(20, || fleet.snapshot(true, 10, 10));
     println!("  snapshot (nodes + histories + queue + failures): {ms:.2} ms");
     let (ms, html) = time(20, || page::page(&snap));
     println!(
@@ -99,7 +99,7 @@ fn main() {
             },
         )
         .unwrap();
-    let snap2 = fleet.snapshot(true, 10);
+    let snap2 = fleet.snapshot(true, 10, 10);
     let start = Instant::now();
     let delta = shown.update(&snap2);
     let ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -109,7 +109,7 @@ fn main() {
         delta.len() / 1024
     );
     let (ms, text) = time(20, || {
-        metrics::render(&fleet.snapshot(false, 0), fleet.histograms())
+        metrics::render(&fleet.snapshot(false, 0, 0), fleet.histograms(), None)
     });
     println!(
         "  /metrics (snapshot + encode): {ms:.2} ms, {} KiB, {} samples",
@@ -134,7 +134,7 @@ fn main() {
     let (ms, _) = time(20, || fleet.pending_by_priority());
     println!("  pending by priority with {tasks} pending: {ms:.2} ms");
     let (ms, _) = time(20, || {
-        metrics::render(&fleet.snapshot(false, 0), fleet.histograms())
+        metrics::render(&fleet.snapshot(false, 0, 0), fleet.histograms(), None)
     });
     println!("  /metrics with {tasks} tasks queued: {ms:.2} ms");
 }

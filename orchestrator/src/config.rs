@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::fleet::{Limits, Thermal};
+use crate::gateway::GatewayConfig;
 use crate::http::Tokens;
+use crate::listener::ServerLimits;
 use crate::store::sqlite::Durability;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -63,6 +65,11 @@ pub struct RawConfig {
     pub worker_token_file: Option<PathBuf>,
     pub client_token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
+    /// The listener's limits: see [`crate::listener`].
+    pub header_timeout_s: Option<f64>,
+    pub body_timeout_s: Option<f64>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace_s: Option<f64>,
     pub heartbeat_interval_s: Option<f64>,
     pub dead_after_missed: Option<u32>,
     pub max_wait_s: Option<f64>,
@@ -83,6 +90,12 @@ pub struct RawConfig {
     pub dead_node_retention_s: Option<f64>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// A second listener for the gateway only, e.g. `0.0.0.0:11434` (Ollama's port).
+    pub gateway_listen: Option<String>,
+    /// Priority of gateway requests without `X-Pifleet-Priority` (1-10, default 8).
+    pub gateway_priority: Option<u8>,
+    /// How long a gateway request waits for a node before 503 (default 300).
+    pub gateway_queue_timeout_s: Option<f64>,
 }
 
 /// Keys settable from the environment, and how to read their text.
@@ -104,6 +117,10 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("worker_token_file", Kind::Str),
     ("client_token_file", Kind::Str),
     ("max_body_bytes", Kind::Int),
+    ("header_timeout_s", Kind::Float),
+    ("body_timeout_s", Kind::Float),
+    ("max_connections", Kind::Int),
+    ("shutdown_grace_s", Kind::Float),
     ("heartbeat_interval_s", Kind::Float),
     ("dead_after_missed", Kind::Int),
     ("max_wait_s", Kind::Float),
@@ -121,6 +138,9 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("task_retention_s", Kind::Float),
     ("dead_node_retention_s", Kind::Float),
     ("log_format", Kind::Str),
+    ("gateway_listen", Kind::Str),
+    ("gateway_priority", Kind::Int),
+    ("gateway_queue_timeout_s", Kind::Float),
 ];
 
 impl RawConfig {
@@ -187,6 +207,10 @@ impl RawConfig {
             worker_token_file,
             client_token_file,
             max_body_bytes,
+            header_timeout_s,
+            body_timeout_s,
+            max_connections,
+            shutdown_grace_s,
             heartbeat_interval_s,
             dead_after_missed,
             max_wait_s,
@@ -203,7 +227,10 @@ impl RawConfig {
             node_flush_s,
             task_retention_s,
             dead_node_retention_s,
-            log_format
+            log_format,
+            gateway_listen,
+            gateway_priority,
+            gateway_queue_timeout_s
         )
     }
 }
@@ -229,10 +256,12 @@ pub struct Config {
     pub insecure: bool,
     pub tokens: Tokens,
     pub max_body_bytes: usize,
+    pub server: ServerLimits,
     pub limits: Limits,
     /// How often the housekeeping tick runs (liveness, timeouts, backoff).
     pub tick_s: f64,
     pub log_format: LogFormat,
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -311,10 +340,63 @@ fn read_token(
     Ok(Some(token))
 }
 
+/// `gateway_listen`, `gateway_priority`, `gateway_queue_timeout_s`.
+fn gateway_config(
+    raw: &(Option<String>, Option<u8>, Option<f64>),
+    insecure: bool,
+    has_client_token: bool,
+) -> Result<GatewayConfig, ConfigError> {
+    let d = GatewayConfig::default();
+    let listen = match raw.0.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                invalid(
+                    "gateway_listen",
+                    format!("expected ADDRESS:PORT such as 0.0.0.0:11434, got \"{text}\""),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !insecure && !has_client_token {
+                return Err(invalid(
+                    "gateway_listen",
+                    format!(
+                        "refusing to serve the gateway on {addr} (not loopback) without \
+                         client_token: anyone on the network could use the fleet. Set \
+                         PIFLEET_CLIENT_TOKEN (clients send it as their API key), or pass --insecure"
+                    ),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let priority = raw.1.unwrap_or(d.priority);
+    if !(pifleet_protocol::PRIORITY_MIN..=pifleet_protocol::PRIORITY_MAX).contains(&priority) {
+        return Err(invalid(
+            "gateway_priority",
+            format!("must be between 1 and 10, got {priority}"),
+        ));
+    }
+    let timeout = positive(
+        "gateway_queue_timeout_s",
+        raw.2,
+        d.queue_timeout.as_secs_f64(),
+    )?;
+    Ok(GatewayConfig {
+        listen,
+        priority,
+        queue_timeout: std::time::Duration::from_secs_f64(timeout),
+    })
+}
+
 impl Config {
     /// Validates a merged configuration. `state_dir` is `$STATE_DIRECTORY` (systemd's
     /// `StateDirectory=`), where the database goes unless `db` says otherwise.
     pub fn from_raw(raw: RawConfig, state_dir: Option<&str>) -> Result<Config, ConfigError> {
+        let raw_gateway = (
+            raw.gateway_listen.clone(),
+            raw.gateway_priority,
+            raw.gateway_queue_timeout_s,
+        );
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen_text.trim().parse().map_err(|_| {
             invalid(
@@ -392,6 +474,13 @@ impl Config {
                 format!("must be between 1024 and 268435456, got {max_body_bytes}"),
             ));
         }
+        let server = ServerLimits::from_raw(
+            raw.header_timeout_s,
+            raw.body_timeout_s,
+            raw.max_connections,
+            raw.shutdown_grace_s,
+            max_body_bytes as usize,
+        )?;
         let d = Limits::default();
         let heartbeat_interval_s = positive(
             "heartbeat_interval_s",
@@ -477,6 +566,7 @@ impl Config {
                 ))
             }
         };
+        let gateway = gateway_config(&raw_gateway, insecure, tokens.client.is_some())?;
         Ok(Config {
             listen,
             db,
@@ -484,9 +574,11 @@ impl Config {
             insecure,
             tokens,
             max_body_bytes: max_body_bytes as usize,
+            server,
             limits,
             tick_s,
             log_format,
+            gateway,
         })
     }
 }
@@ -521,6 +613,7 @@ mod tests {
         assert_eq!(example.listen, default.listen);
         assert_eq!(example.durability, default.durability);
         assert_eq!(example.max_body_bytes, default.max_body_bytes);
+        assert_eq!(example.server, default.server);
         assert_eq!(
             format!("{:?}", example.limits),
             format!("{:?}", default.limits)

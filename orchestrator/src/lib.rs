@@ -24,9 +24,11 @@
 pub mod clock;
 pub mod config;
 pub mod fleet;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod keys;
+pub mod listener;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
@@ -55,12 +57,17 @@ pub enum RunError {
     Thread(std::io::Error),
     #[error("serve HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] store::lock::LockError),
 }
 
 /// A loaded orchestrator, not yet serving: tests take its [`Fleet`] to drive time.
 pub struct Orchestrator {
     pub state: AppState,
     tick_s: f64,
+    server: listener::ServerLimits,
+    /// Held until [`Orchestrator::serve`] returns: one orchestrator per database file.
+    lock: Option<store::lock::DbLock>,
 }
 
 impl Orchestrator {
@@ -80,21 +87,33 @@ impl Orchestrator {
         let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock);
         Ok(Orchestrator {
             state: AppState {
+                gateway: gateway::Gateway::new(fleet.clone(), config.gateway.clone()),
                 fleet,
                 tokens: Arc::new(config.tokens.clone()),
                 max_body_bytes: config.max_body_bytes,
             },
             tick_s: config.tick_s,
+            server: config.server.clone(),
+            lock: None,
         })
     }
 
-    /// Opens the store the configuration names.
+    /// Opens the store the configuration names; a database file is locked first, so a
+    /// second orchestrator on the same file refuses to start.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
-        let store: Box<dyn Store> = match &config.db {
-            DbLocation::File(path) => Box::new(SqliteStore::open(path, config.durability)?),
-            DbLocation::Memory => Box::new(MemoryStore::new()),
+        let (store, lock): (Box<dyn Store>, _) = match &config.db {
+            DbLocation::File(path) => {
+                let lock = store::lock::DbLock::acquire(path)?;
+                (
+                    Box::new(SqliteStore::open(path, config.durability)?),
+                    Some(lock),
+                )
+            }
+            DbLocation::Memory => (Box::new(MemoryStore::new()), None),
         };
-        Orchestrator::open(config, store, Arc::new(SystemClock))
+        let mut orchestrator = Orchestrator::open(config, store, Arc::new(SystemClock))?;
+        orchestrator.lock = lock;
+        Ok(orchestrator)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -135,10 +154,47 @@ impl Orchestrator {
             }
         };
         let app = self.router();
-        drop(self);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(on_shutdown)
-            .await;
+        // The lock is released only after the final flush below, when nothing writes.
+        let Orchestrator {
+            state,
+            server,
+            lock: _lock,
+            ..
+        } = self;
+        // The optional dedicated gateway listener (`gateway_listen`, like Ollama's :11434)
+        // stops with the main one, under the same listener limits.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gateway = match state.gateway.cfg.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    RunError::Serve(std::io::Error::new(
+                        e.kind(),
+                        format!("gateway_listen {addr}: {e}"),
+                    ))
+                })?;
+                tracing::info!(%addr, "gateway listening");
+                let gw_app = gateway::listener_app(state.clone());
+                let mut stop = stop_rx.clone();
+                let limits = server.clone();
+                Some(tokio::spawn(async move {
+                    let _ = listener::serve(l, gw_app, limits, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                }))
+            }
+            None => None,
+        };
+        drop(state);
+        let served = listener::serve(listener, app, server, async move {
+            on_shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if let Some(g) = gateway {
+            // Bounded: the gateway's listener ends within its own grace period.
+            let _ = g.await;
+        }
         ticker.abort();
         fleet.shutdown();
         // Everything acknowledged is committed already; this waits for the rest.

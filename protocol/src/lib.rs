@@ -18,6 +18,7 @@
 //! | `POST /api/workers/{id}/unregister`    | -                   | [`UnregisterResponse`]   |
 //! | `GET /api/stats`                       | -                   | [`StatsResponse`]        |
 //! | `GET /api/tasks/queue`                 | -                   | [`QueueResponse`]        |
+//! | `GET /api/tasks/recent[?limit=N]`      | -                   | [`RecentTasksResponse`]  |
 //! | `GET /api/nodes`, `GET /api/nodes/{id}`| -                   | [`NodesResponse`], [`NodeDetail`] |
 //! | `POST /api/nodes/{id}/drain`, `/undrain` | -                 | [`NodeView`]             |
 //! | `GET /api/events`                      | -                   | `text/event-stream`      |
@@ -44,6 +45,8 @@ pub mod paths {
     pub const SUBMIT: &str = "/api/tasks/submit";
     pub const TASK_STATUS_PREFIX: &str = "/api/tasks/status/";
     pub const QUEUE: &str = "/api/tasks/queue";
+    /// The last settled tasks, newest first.
+    pub const RECENT: &str = "/api/tasks/recent";
     pub const STATS: &str = "/api/stats";
     pub const NODES: &str = "/api/nodes";
     pub const METRICS: &str = "/metrics";
@@ -179,12 +182,31 @@ pub mod human {
             _ => format!("{}d ago", s / 86_400),
         }
     }
+
+    /// A span of time: `850ms`, `3.2s`, `48s`, `2m05s`, `3h07m`.
+    pub fn duration(secs: f64) -> String {
+        let s = secs.max(0.0);
+        if s < 1.0 {
+            format!("{}ms", (s * 1000.0).round() as u64)
+        } else if s < 10.0 {
+            format!("{s:.1}s")
+        } else if s < 60.0 {
+            format!("{}s", s as u64)
+        } else if s < 3600.0 {
+            let s = s as u64;
+            format!("{}m{:02}s", s / 60, s % 60)
+        } else {
+            let m = s as u64 / 60;
+            format!("{}h{:02}m", m / 60, m % 60)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // States
 
-/// A task's state. The seed's four, unchanged.
+/// A task's state: the seed's four, plus `cancelled` (its gateway client hung up, or
+/// no node took it within the gateway's queue time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -192,6 +214,7 @@ pub enum TaskState {
     Assigned,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl TaskState {
@@ -201,6 +224,7 @@ impl TaskState {
             TaskState::Assigned => "assigned",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
         }
     }
 
@@ -211,6 +235,7 @@ impl TaskState {
             "assigned" => Some(TaskState::Assigned),
             "completed" => Some(TaskState::Completed),
             "failed" => Some(TaskState::Failed),
+            "cancelled" => Some(TaskState::Cancelled),
             _ => None,
         }
     }
@@ -624,6 +649,9 @@ pub struct QueueEntry {
     pub created_at: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// When the current attempt was assigned (running tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<f64>,
 }
 
 /// The queue: pending tasks in the order they will be offered, then assigned ones.
@@ -635,6 +663,42 @@ pub struct QueueResponse {
     pub by_priority: BTreeMap<String, u64>,
     pub total_pending: u64,
     pub total_assigned: u64,
+}
+
+/// A task that completed or failed, as the CLI's watch and the status page list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentTask {
+    pub task_id: String,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// `completed` or `failed`.
+    pub status: TaskState,
+    /// The node that settled it (absent when it failed without ever running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub priority: u8,
+    pub attempts: u32,
+    pub created_at: f64,
+    pub finished_at: f64,
+    /// How long the settling attempt ran: the agent's own figure when it sent one, else
+    /// assignment to result on the orchestrator's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// Generation speed reported with the result (LLM tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentTasksResponse {
+    /// Newest first.
+    pub tasks: Vec<RecentTask>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -670,6 +734,9 @@ pub struct TaskCounts {
     /// Attempts that were revoked and requeued (dead node, timeout, retryable failure).
     #[serde(default)]
     pub retried: u64,
+    /// Gateway requests whose client hung up (or that waited past the queue time).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -710,6 +777,9 @@ pub struct NodeView {
     pub current_tasks: Vec<String>,
     pub tasks_completed: u64,
     pub tasks_failed: u64,
+    /// Gateway tasks whose answer the node is streaming to a client right now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streaming: Vec<String>,
 }
 
 impl NodeView {
@@ -914,6 +984,16 @@ mod tests {
         assert!(m.under_voltage_now());
         assert!(m.throttled_now());
         assert!(!m.soft_temp_limit_now());
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human::duration(0.85), "850ms");
+        assert_eq!(human::duration(3.24), "3.2s");
+        assert_eq!(human::duration(48.9), "48s");
+        assert_eq!(human::duration(125.0), "2m05s");
+        assert_eq!(human::duration(3.0 * 3600.0 + 7.0 * 60.0 + 5.0), "3h07m");
+        assert_eq!(human::duration(-1.0), "0ms");
     }
 
     #[test]

@@ -12,7 +12,17 @@
 //! `{"error":"model \"x\" not found, try pulling it first"}`; [`FakeOllama::busy_next`]
 //! makes the next requests answer 503 `{"error":"server busy, please try again.  maximum
 //! pending requests exceeded"}`; [`FakeOllama::fail_mid_stream`] sends an `{"error": ...}`
-//! line after the first token; [`FakeOllama::delay_first_token`] stalls before the head.
+//! line after the first token; [`FakeOllama::delay_first_token`] stalls before the head;
+//! [`FakeOllama::token_delay`] and [`FakeOllama::set_tokens`] make a generation long
+//! enough for a test to see its first chunk arrive while it still runs.
+//!
+//! It also serves `POST /api/embed` (a deterministic vector per input) and `POST
+//! /api/show` (the model's details, `model_info`, `capabilities`). A streamed generation
+//! watches its connection: when the client closes it early the double stops generating
+//! and counts an aborted generation, as the real server cancels its request. Test-only
+//! routes, for tests that run the double as a process: `GET /test/stats`
+//! (`{"active","completed","aborted"}`) and `POST /test/config` (`{"token_delay_ms",
+//! "tokens", "reply", "first_token_delay_ms"}`, each optional).
 //!
 //! A plain `std::net` server with a thread per connection: test-only, no dependencies.
 
@@ -68,6 +78,10 @@ struct State {
     /// Reported durations are divided by this (a faster or slower board).
     speed: f64,
     requests: Vec<Recorded>,
+    /// Streamed generations running now, finished, and stopped by a closed connection.
+    active: u64,
+    completed: u64,
+    aborted: u64,
 }
 
 /// A running double on a free loopback port; stops when dropped.
@@ -96,6 +110,9 @@ impl FakeOllama {
             token_delay: Duration::ZERO,
             speed: 1.0,
             requests: Vec::new(),
+            active: 0,
+            completed: 0,
+            aborted: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -162,6 +179,26 @@ impl FakeOllama {
         self.state().speed = factor;
     }
 
+    /// Every generation streams `n` tokens (`tok1 tok2 …`), replacing the reply text.
+    pub fn set_tokens(&self, n: usize) {
+        self.state().reply = numbered_tokens(n);
+    }
+
+    /// Streamed generations running right now.
+    pub fn active(&self) -> u64 {
+        self.state().active
+    }
+
+    /// Streamed generations that sent their final object.
+    pub fn completed(&self) -> u64 {
+        self.state().completed
+    }
+
+    /// Streamed generations stopped because the client closed the connection early.
+    pub fn aborted(&self) -> u64 {
+        self.state().aborted
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
@@ -182,6 +219,13 @@ impl Drop for FakeOllama {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
     }
+}
+
+fn numbered_tokens(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("tok{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn now_rfc3339() -> String {
@@ -335,6 +379,37 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         ("POST", "/api/chat") | ("POST", "/api/generate") => {
             generate(&mut conn, state, &req.path, &body)
         }
+        ("POST", "/api/embed") => embed(&mut conn, state, &body),
+        ("POST", "/api/show") => show(&mut conn, state, &body),
+        ("GET", "/test/stats") => {
+            let st = lock();
+            let stats =
+                json!({"active": st.active, "completed": st.completed, "aborted": st.aborted});
+            drop(st);
+            respond(&mut conn, 200, &stats)
+        }
+        ("POST", "/test/config") => {
+            let mut st = lock();
+            let ms = |k: &str| {
+                body.get(k)
+                    .and_then(Value::as_u64)
+                    .map(Duration::from_millis)
+            };
+            if let Some(d) = ms("token_delay_ms") {
+                st.token_delay = d;
+            }
+            if let Some(d) = ms("first_token_delay_ms") {
+                st.first_token_delay = d;
+            }
+            if let Some(n) = body.get("tokens").and_then(Value::as_u64) {
+                st.reply = numbered_tokens(n as usize);
+            }
+            if let Some(r) = body.get("reply").and_then(Value::as_str) {
+                st.reply = r.to_string();
+            }
+            drop(st);
+            respond(&mut conn, 200, &json!({"status": "ok"}))
+        }
         _ => respond(&mut conn, 404, &json!({"error": "404 page not found"})),
     }
 }
@@ -433,31 +508,232 @@ fn generate(
         }
         return respond(conn, 200, &merged);
     }
+    let count = |f: fn(&mut State)| f(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
+    count(|st| st.active += 1);
+    let streamed = stream_tokens(conn, &tokens, token_delay, &fail, &piece, &final_obj);
+    match streamed {
+        Ok(true) => count(|st| {
+            st.active -= 1;
+            st.completed += 1
+        }),
+        Ok(false) => count(|st| st.active -= 1),
+        Err(_) => count(|st| {
+            st.active -= 1;
+            st.aborted += 1
+        }),
+    }
+    streamed.map(|_| ())
+}
+
+/// Streams the chunks; Ok(true) when the final object went out, Ok(false) after an error
+/// line, Err when the client closed the connection early.
+fn stream_tokens(
+    conn: &mut TcpStream,
+    tokens: &[String],
+    token_delay: Duration,
+    fail: &Option<String>,
+    piece: &dyn Fn(&str, bool) -> Value,
+    final_obj: &Value,
+) -> std::io::Result<bool> {
     write!(
         conn,
         "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )?;
     for (i, t) in tokens.iter().enumerate() {
         if i > 0 {
-            thread::sleep(token_delay);
+            pause_unless_closed(conn, token_delay)?;
         }
         chunk(conn, &piece(t, false))?;
         if i == 0 {
-            if let Some(msg) = &fail {
+            if let Some(msg) = fail {
                 chunk(conn, &json!({ "error": msg }))?;
                 write!(conn, "0\r\n\r\n")?;
-                return conn.flush();
+                conn.flush()?;
+                return Ok(false);
             }
         }
     }
-    chunk(conn, &final_obj)?;
+    chunk(conn, final_obj)?;
     write!(conn, "0\r\n\r\n")?;
-    conn.flush()
+    conn.flush()?;
+    Ok(true)
+}
+
+/// Waits `d`, failing as soon as the client has closed its end (a write alone would
+/// notice only a token or two later).
+fn pause_unless_closed(conn: &TcpStream, d: Duration) -> std::io::Result<()> {
+    let until = std::time::Instant::now() + d;
+    loop {
+        conn.set_nonblocking(true)?;
+        let mut byte = [0u8; 1];
+        let peeked = conn.peek(&mut byte);
+        conn.set_nonblocking(false)?;
+        match peeked {
+            Ok(0) => return Err(std::io::ErrorKind::ConnectionAborted.into()),
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        thread::sleep((until - now).min(Duration::from_millis(5)));
+    }
+}
+
+fn unknown_model(
+    conn: &mut TcpStream,
+    state: &Mutex<State>,
+    model: &str,
+) -> Option<std::io::Result<()>> {
+    let st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.models.iter().any(|m| m.name == model) {
+        return None;
+    }
+    drop(st);
+    let msg = format!("model \"{model}\" not found, try pulling it first");
+    Some(respond(conn, 404, &json!({ "error": msg })))
+}
+
+/// `POST /api/embed`: one vector per input, the same for the same text.
+fn embed(conn: &mut TcpStream, state: &Mutex<State>, body: &Value) -> std::io::Result<()> {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    if model.is_empty() {
+        return respond(conn, 400, &json!({"error": "model is required"}));
+    }
+    if let Some(r) = unknown_model(conn, state, model) {
+        return r;
+    }
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => return respond(conn, 400, &json!({"error": "invalid input type"})),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+    let embeddings: Vec<Vec<f64>> = inputs.iter().map(|t| vector(t, dims)).collect();
+    let words: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+    respond(
+        conn,
+        200,
+        &json!({
+            "model": model, "embeddings": embeddings,
+            "total_duration": 14_143_917u64, "load_duration": 1_019_500u64,
+            "prompt_eval_count": words as u64
+        }),
+    )
+}
+
+/// A unit vector from the text's bytes (FNV-1a per dimension).
+fn vector(text: &str, dims: usize) -> Vec<f64> {
+    let raw: Vec<f64> = (0..dims)
+        .map(|d| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ d as u64;
+            for b in text.bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+            (h % 2000) as f64 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+/// `POST /api/show`: what Ollama tells about a pulled model.
+fn show(conn: &mut TcpStream, state: &Mutex<State>, body: &Value) -> std::io::Result<()> {
+    let name = body
+        .get("model")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(m) = st.models.iter().find(|m| m.name == name).cloned() else {
+        drop(st);
+        return respond(
+            conn,
+            404,
+            &json!({"error": format!("model '{name}' not found")}),
+        );
+    };
+    drop(st);
+    respond(
+        conn,
+        200,
+        &json!({
+            "license": "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT",
+            "modelfile": format!("# Modelfile generated by \"ollama show\"\nFROM {}\n", m.name),
+            "parameters": "stop                           \"<|eot_id|>\"",
+            "template": "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}",
+            "details": {
+                "parent_model": "", "format": "gguf", "family": m.family,
+                "families": [m.family], "parameter_size": m.parameter_size,
+                "quantization_level": m.quantization_level
+            },
+            "model_info": {
+                "general.architecture": m.family,
+                "general.parameter_count": 1_235_814_432u64,
+                format!("{}.context_length", m.family): 131_072
+            },
+            "capabilities": ["completion"],
+            "modified_at": "2025-01-12T10:21:49.123456789Z"
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_finished_and_aborted_generations_and_takes_config_over_http() {
+        let fake = FakeOllama::start(vec![FakeModel::small("m")]).unwrap();
+        let url = fake.url();
+        let stats = || -> Value {
+            ureq::get(format!("{url}/test/stats"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap()
+        };
+        assert_eq!(stats(), json!({"active": 0, "completed": 0, "aborted": 0}));
+        ureq::post(format!("{url}/test/config"))
+            .send_json(json!({"tokens": 3, "token_delay_ms": 1}))
+            .unwrap();
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let text = ureq::post(format!("{url}/api/chat"))
+            .send_json(&chat)
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert_eq!(text.lines().count(), 4, "3 tokens and the final object");
+        assert_eq!(stats()["completed"], 1);
+
+        fake.set_tokens(1000);
+        fake.token_delay(Duration::from_millis(20));
+        let mut resp = ureq::post(format!("{url}/api/chat"))
+            .send_json(&chat)
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(resp.body_mut().as_reader())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("tok1"), "{first}");
+        assert_eq!(fake.active(), 1);
+        drop(resp);
+        let start = std::time::Instant::now();
+        while fake.aborted() == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never saw the hang-up"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!((fake.active(), fake.completed()), (0, 1));
+    }
 
     #[test]
     fn civil_dates_are_right() {

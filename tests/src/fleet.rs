@@ -1,8 +1,9 @@
-//! Real processes on loopback for the whole-system tests: an orchestrator on a free port
-//! with its own db, agents with their own state dirs, and a tiny blocking HTTP client.
-//! Every child is killed when its handle drops, so a failing test leaves nothing behind.
+//! Real processes on loopback for the whole-system tests: agents with their own state dirs
+//! (the orchestrator is [`crate::orch::Orch`]), temporary directories, and a tiny blocking
+//! HTTP client. Every child is killed when its handle drops, so a failing test leaves
+//! nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,16 +11,20 @@ use serde_json::Value;
 
 use crate::binary;
 pub use crate::free_port;
+pub use crate::orch::Orch;
 
-/// A fresh empty directory under the target dir.
-pub fn scratch(name: &str) -> PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let d = base.join(format!("pifleet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+/// A fresh empty directory, removed when the handle drops (a failing test's directory
+/// goes too; set `PIFLEET_KEEP_TEST_DIRS=1` to keep them for a look at the logs).
+pub fn tempdir(name: &str) -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("pifleet-{name}-"))
+        .tempdir()
+        .expect("a temporary directory");
+    if std::env::var_os("PIFLEET_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
 }
 
 /// Polls `f` every 25 ms until it returns Some, or panics after `limit` naming `what`.
@@ -73,35 +78,6 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
-}
-
-/// `pifleet-orchestrator serve` on `port` with `db`; returns once `/health` answers.
-pub fn start_orchestrator(dir: &Path, port: u16, db: &Path, extra_env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(binary("pifleet-orchestrator"));
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--db")
-        .arg(db)
-        .env_remove("PIFLEET_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log_file(dir, "orchestrator.out"))
-        .stderr(log_file(dir, &format!("orchestrator-{port}-{}", now_ms())));
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn pifleet-orchestrator");
-    let p = Proc {
-        child,
-        name: "orchestrator".into(),
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for(
-        "the orchestrator's /health",
-        Duration::from_secs(20),
-        || get(&url, "/health").ok(),
-    );
-    p
 }
 
 fn now_ms() -> u128 {

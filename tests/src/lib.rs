@@ -43,6 +43,7 @@ pub fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
+pub mod cli;
 pub mod fake_ollama;
 pub mod fake_seed;
 pub mod fleet;

@@ -34,7 +34,28 @@ pub fn pi_metrics(temp: f32) -> NodeMetrics {
     }
 }
 
+/// A Pi 5 with 8 GiB, one slot and llama3.2:1b.
+pub fn pi_caps() -> Capabilities {
+    Capabilities {
+        models: vec!["llama3.2:1b".into()],
+        slots: Some(1),
+        cores: Some(4),
+        arch: Some("aarch64".into()),
+        pi_model: Some("Raspberry Pi 5 Model B Rev 1.0".into()),
+        memory_total_bytes: Some(8 << 30),
+        ..Default::default()
+    }
+}
+
 impl SimAgent {
+    /// Registered with [`pi_caps`] and one heartbeat of [`pi_metrics`] at `temp` °C.
+    pub fn up(base: &str, id: &str, temp: f32) -> SimAgent {
+        let a = SimAgent::new(base, id, None);
+        a.register(pi_caps());
+        a.heartbeat(pi_metrics(temp));
+        a
+    }
+
     pub fn new(base: &str, id: &str, token: Option<&str>) -> SimAgent {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -2,12 +2,13 @@
 //! through `chromedriver` from a test: new session, navigate, run a script, screenshot.
 //! Chromium is started with the flags that keep it off the network.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+
+use crate::free_port;
 use serde_json::{json, Value};
 
 /// Where Debian puts the browser and its driver.
@@ -20,14 +21,8 @@ pub struct Browser {
     base: String,
     session: String,
     agent: ureq::Agent,
-    profile: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    /// Held only to be removed: fields drop after `Drop::drop` has stopped the driver.
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -82,10 +77,10 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile =
-            std::env::temp_dir().join(format!("pifleet-chromium-{}-{}", std::process::id(), port));
-        let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile).expect("browser profile dir");
+        let profile = tempfile::Builder::new()
+            .prefix("pifleet-chromium-")
+            .tempdir()
+            .expect("browser profile dir");
         let args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
@@ -100,14 +95,14 @@ impl Browser {
             "--disable-dev-shm-usage".into(),
             "--hide-scrollbars".into(),
             format!("--window-size={width},{height}"),
-            format!("--user-data-dir={}", profile.display()),
+            format!("--user-data-dir={}", profile.path().display()),
         ];
         let mut browser = Browser {
             driver,
             base,
             session: String::new(),
             agent,
-            profile,
+            _profile: profile,
         };
         let mut options = json!({"binary": CHROMIUM, "args": args});
         if phone {
@@ -217,6 +212,5 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
 use pifleet_system_tests::fleet::{
-    free_port, get, scratch, spooled, start_agent, start_orchestrator, submit, wait_for, wait_task,
-    worker,
+    get, spooled, start_agent, submit, tempdir, wait_for, wait_task, worker, Orch,
 };
 use serde_json::json;
 
@@ -54,17 +53,17 @@ fn write_fake_pi(root: &Path) {
 
 #[test]
 fn agent_registers_heartbeats_and_runs_every_task_type() {
-    let dir = scratch("agent-e2e");
+    let tmp = tempdir("agent-e2e");
+    let dir = tmp.path();
     let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
     fake.set_reply("Because of Rayleigh scattering.");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _orch = start_orchestrator(&dir, port, &dir.join("pifleet.db"), &[]);
+    let orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
     write_fake_pi(&dir.join("pi"));
     let proc_root = dir.join("pi/proc").display().to_string();
     let sys_root = dir.join("pi/sys").display().to_string();
     let _agent = start_agent(
-        &dir,
+        dir,
         "pi-e2e",
         &base,
         &fake.url(),
@@ -82,7 +81,12 @@ fn agent_registers_heartbeats_and_runs_every_task_type() {
     assert_eq!(caps["pi_model"], json!("Raspberry Pi 5 Model B Rev 1.0"));
     assert_eq!(caps["cores"], json!(4));
     assert_eq!(caps["model_details"][0]["quantization"], json!("Q4_K_M"));
-    assert_eq!(caps["task_types"].as_array().unwrap().len(), 4);
+    let types = caps["task_types"].as_array().unwrap();
+    assert_eq!(types.len(), 5, "{types:?}");
+    assert!(
+        types.contains(&json!("ollama_api")),
+        "Ollama answers: gateway work offered"
+    );
 
     // Heartbeats carry the fake Pi's live metrics, where the orchestrator shows them.
     if get(&base, "/api/nodes").is_ok() {
@@ -152,17 +156,16 @@ fn agent_registers_heartbeats_and_runs_every_task_type() {
 
 #[test]
 fn result_held_across_an_orchestrator_crash_arrives_exactly_once() {
-    let dir = scratch("agent-orch-crash");
+    let tmp = tempdir("agent-orch-crash");
+    let dir = tmp.path();
     let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
     // Slow enough that the orchestrator can be killed while the task runs.
     fake.token_delay(Duration::from_millis(250));
     fake.set_reply("one two three four five six seven eight");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let db = dir.join("pifleet.db");
-    let mut orch = start_orchestrator(&dir, port, &db, &[]);
+    let mut orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
     let state = dir.join("agent-pi-1");
-    let _agent = start_agent(&dir, "pi-1", &base, &fake.url(), &[]);
+    let _agent = start_agent(dir, "pi-1", &base, &fake.url(), &[]);
     wait_for("pi-1 registered", LIMIT, || worker(&base, "pi-1"));
 
     let task = submit(&base, &chat_task());
@@ -179,7 +182,7 @@ fn result_held_across_an_orchestrator_crash_arrives_exactly_once() {
         "held, not dropped, while the orchestrator is down"
     );
 
-    let _orch = start_orchestrator(&dir, port, &db, &[]);
+    orch.restart();
     let r = wait_task(&base, &task, &["completed", "failed"], LIMIT);
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(
@@ -198,16 +201,15 @@ fn result_held_across_an_orchestrator_crash_arrives_exactly_once() {
 
 #[test]
 fn agent_restarted_mid_spool_loses_nothing_and_doubles_nothing() {
-    let dir = scratch("agent-restart-spool");
+    let tmp = tempdir("agent-restart-spool");
+    let dir = tmp.path();
     let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
     fake.token_delay(Duration::from_millis(150));
     fake.set_reply("alpha beta gamma delta epsilon zeta");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let db = dir.join("pifleet.db");
-    let mut orch = start_orchestrator(&dir, port, &db, &[]);
+    let mut orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
     let state = dir.join("agent-pi-2");
-    let mut agent = start_agent(&dir, "pi-2", &base, &fake.url(), &[]);
+    let mut agent = start_agent(dir, "pi-2", &base, &fake.url(), &[]);
     wait_for("pi-2 registered", LIMIT, || worker(&base, "pi-2"));
 
     let a = submit(&base, &chat_task());
@@ -220,8 +222,8 @@ fn agent_restarted_mid_spool_loses_nothing_and_doubles_nothing() {
     agent.kill();
     assert_eq!(spooled(&state), 1);
 
-    let _orch = start_orchestrator(&dir, port, &db, &[]);
-    let _agent = start_agent(&dir, "pi-2", &base, &fake.url(), &[]);
+    orch.restart();
+    let _agent = start_agent(dir, "pi-2", &base, &fake.url(), &[]);
     let r = wait_task(&base, &a, &["completed", "failed"], LIMIT);
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(r["result"]["output"], "alpha beta gamma delta epsilon zeta");
@@ -244,18 +246,18 @@ fn agent_restarted_mid_spool_loses_nothing_and_doubles_nothing() {
 #[test]
 fn sigterm_notifies_systemd_unregisters_and_exits_zero() {
     use std::os::unix::net::UnixDatagram;
-    let dir = scratch("agent-sigterm");
+    let tmp = tempdir("agent-sigterm");
+    let dir = tmp.path();
     let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _orch = start_orchestrator(&dir, port, &dir.join("pifleet.db"), &[]);
+    let orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let sock_str = sock_path.display().to_string();
     let mut agent = start_agent(
-        &dir,
+        dir,
         "pi-3",
         &base,
         &fake.url(),
@@ -295,12 +297,13 @@ fn sigterm_notifies_systemd_unregisters_and_exits_zero() {
 
 #[test]
 fn without_ollama_native_tasks_run_and_llm_tasks_wait_with_a_reason() {
-    let dir = scratch("agent-no-ollama");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _orch = start_orchestrator(&dir, port, &dir.join("pifleet.db"), &[]);
-    let nothing = format!("http://127.0.0.1:{}", free_port());
-    let _agent = start_agent(&dir, "pi-bare", &base, &nothing, &[]);
+    let tmp = tempdir("agent-no-ollama");
+    let dir = tmp.path();
+    let orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
+    // Nothing listens on 127.0.0.2 (the tests bind 127.0.0.1), so no test can take it.
+    let nothing = "http://127.0.0.2:9";
+    let _agent = start_agent(dir, "pi-bare", &base, nothing, &[]);
     let w = wait_for("pi-bare registered", LIMIT, || worker(&base, "pi-bare"));
     assert_eq!(w["capabilities"]["models"], json!([]), "{w}");
 

@@ -1,76 +1,19 @@
 //! Node health against a real orchestrator process with simulated agents: the node API,
-//! drain, `/metrics` through a real Prometheus text parser, the live event stream, the
-//! page's token handling, and every `pifleet` CLI command run as the real binary.
+//! drain, `/metrics` through a real Prometheus text parser, the live event stream and the
+//! page's token handling. The `pifleet` command line has its own file, `cli.rs`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use pifleet_protocol::{Capabilities, NodeDetail, NodesResponse, WorkerState};
-use pifleet_system_tests::binary;
+use pifleet_protocol::{NodeDetail, NodesResponse, WorkerState};
+use pifleet_system_tests::cli::{ok, pifleet};
 use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
 use pifleet_system_tests::fleet;
 use pifleet_system_tests::orch::Orch;
-use pifleet_system_tests::sim::{pi_metrics, SimAgent};
+use pifleet_system_tests::sim::{pi_caps, pi_metrics, SimAgent};
 use serde_json::{json, Value};
 
 const TYPE: &str = "evolution_mutation";
-
-fn caps() -> Capabilities {
-    Capabilities {
-        models: vec!["llama3.2:1b".into()],
-        slots: Some(1),
-        cores: Some(4),
-        arch: Some("aarch64".into()),
-        pi_model: Some("Raspberry Pi 5 Model B Rev 1.0".into()),
-        memory_total_bytes: Some(8 << 30),
-        ..Default::default()
-    }
-}
-
-fn node_up(orch: &Orch, id: &str, temp: f32) -> SimAgent {
-    let a = SimAgent::new(&orch.base, id, None);
-    a.register(caps());
-    a.heartbeat(pi_metrics(temp));
-    a
-}
-
-fn pifleet(orch_url: &str, args: &[&str]) -> Output {
-    pifleet_env(orch_url, args, &[])
-}
-
-fn pifleet_env(orch_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(binary("pifleet"));
-    cmd.arg("--url")
-        .arg(orch_url)
-        .args(args)
-        .env_remove("PIFLEET_TOKEN")
-        .env_remove("PIFLEET_URL")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run pifleet")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "pifleet failed: {}\n{}",
-        stderr(o),
-        stdout(o)
-    );
-    stdout(o)
-}
 
 // ---------------------------------------------------------------------------------------
 // API
@@ -78,10 +21,10 @@ fn ok(o: &Output) -> String {
 #[test]
 fn nodes_api_shows_metrics_capabilities_and_history() {
     let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
+    let a = SimAgent::up(&orch.base, "pi-a", 50.0);
     a.heartbeat(pi_metrics(55.0));
     a.heartbeat(pi_metrics(60.5));
-    node_up(&orch, "pi-b", 45.0);
+    SimAgent::up(&orch.base, "pi-b", 45.0);
 
     let (status, v) = orch.get("/api/nodes");
     assert_eq!(status, 200, "{v}");
@@ -118,8 +61,8 @@ fn nodes_api_shows_metrics_capabilities_and_history() {
 #[test]
 fn drained_node_finishes_its_task_and_gets_no_new_work() {
     let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
-    let b = node_up(&orch, "pi-b", 50.0);
+    let a = SimAgent::up(&orch.base, "pi-a", 50.0);
+    let b = SimAgent::up(&orch.base, "pi-b", 50.0);
 
     // pi-a takes the first task; then it is drained.
     let first = orch.submit(TYPE, 5);
@@ -170,7 +113,7 @@ fn drained_node_finishes_its_task_and_gets_no_new_work() {
 #[test]
 fn drain_survives_an_orchestrator_crash() {
     let orch = Orch::start(&[]);
-    node_up(&orch, "pi-a", 50.0);
+    SimAgent::up(&orch.base, "pi-a", 50.0);
     let (status, _) = orch.post("/api/nodes/pi-a/drain", json!({}));
     assert_eq!(status, 200);
     let orch = orch.crash_and_restart(&[]);
@@ -179,7 +122,7 @@ fn drain_survives_an_orchestrator_crash() {
     assert_eq!(v["draining"], json!(true), "{v}");
     // The node comes back (its agent re-registers) and is still drained.
     let a = SimAgent::new(&orch.base, "pi-a", None);
-    a.register(caps());
+    a.register(pi_caps());
     assert_eq!(a.heartbeat(pi_metrics(51.0)).draining, Some(true));
     orch.submit(TYPE, 5);
     assert!(
@@ -191,8 +134,8 @@ fn drain_survives_an_orchestrator_crash() {
 #[test]
 fn metrics_parse_as_prometheus_text() {
     let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 61.5);
-    node_up(&orch, "pi-b", 48.0);
+    let a = SimAgent::up(&orch.base, "pi-a", 61.5);
+    SimAgent::up(&orch.base, "pi-b", 48.0);
     orch.post("/api/nodes/pi-b/drain", json!({}));
     let t = orch.submit(TYPE, 5);
     let task = a.poll(5).expect("task");
@@ -292,7 +235,7 @@ fn read_event_until(
 #[test]
 fn event_stream_pushes_node_changes() {
     let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
+    let a = SimAgent::up(&orch.base, "pi-a", 50.0);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
@@ -319,7 +262,7 @@ fn event_stream_pushes_node_changes() {
             .unwrap_or("")
             .contains("77.2°C")
     });
-    node_up(&orch, "pi-b", 40.0);
+    SimAgent::up(&orch.base, "pi-b", 40.0);
     read_event_until(&mut reader, deadline, |v| {
         v["order"] == json!(["pi-a", "pi-b"])
             && v["nodes"][0]["id"] == json!("pi-b")
@@ -330,8 +273,14 @@ fn event_stream_pushes_node_changes() {
 #[test]
 fn open_status_page_does_not_hold_up_shutdown() {
     let mut orch = Orch::start(&[]);
-    node_up(&orch, "pi-a", 50.0);
-    let resp = ureq::get(format!("{}/api/events", orch.base))
+    SimAgent::up(&orch.base, "pi-a", 50.0);
+    // A bounded read: a stream that never ended would fail the test, not hang it.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("{}/api/events", orch.base))
         .call()
         .expect("event stream");
     let mut reader = BufReader::new(resp.into_body().into_reader());
@@ -345,9 +294,14 @@ fn open_status_page_does_not_hold_up_shutdown() {
         Some(0),
         "SIGTERM with a browser connected must still stop the orchestrator cleanly"
     );
-    // The stream ended rather than being cut: reading reaches the end.
+    // The stream ended rather than being cut: the chunked body reaches its last chunk,
+    // which a dropped connection never sends (ureq then reports an error).
     let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+    let end = std::io::Read::read_to_string(&mut reader, &mut rest);
+    assert!(
+        end.is_ok(),
+        "the event stream must end cleanly at shutdown, not be cut: {end:?} after {rest:?}"
+    );
 }
 
 #[test]
@@ -396,7 +350,7 @@ fn page_and_metrics_need_the_client_token_when_configured() {
 #[test]
 fn status_page_is_server_rendered() {
     let orch = Orch::start(&[]);
-    node_up(&orch, "pi-kitchen", 66.0);
+    SimAgent::up(&orch.base, "pi-kitchen", 66.0);
     let (status, html) = orch.get_text("/");
     assert_eq!(status, 200);
     assert!(html.starts_with("<!doctype html>"));
@@ -416,7 +370,7 @@ fn status_page_is_server_rendered() {
 fn silent_node_shows_as_dead_everywhere() {
     // Heartbeats every 0.2 s: a node silent for 3 intervals is dead within a second.
     let orch = Orch::start(&[("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")]);
-    node_up(&orch, "pi-gone", 50.0);
+    SimAgent::up(&orch.base, "pi-gone", 50.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, v) = orch.get("/api/nodes/pi-gone");
@@ -442,8 +396,8 @@ fn silent_node_shows_as_dead_everywhere() {
 fn real_agent_reports_metrics_runs_work_and_respects_drain() {
     let orch = Orch::start(&[]);
     let ollama = FakeOllama::start(vec![FakeModel::small("llama3.2:1b")]).expect("fake ollama");
-    let dir = fleet::scratch("health-real-agent");
-    let _agent = fleet::start_agent(&dir, "pi-real", &orch.base, &ollama.url(), &[]);
+    let tmp = fleet::tempdir("health-real-agent");
+    let _agent = fleet::start_agent(tmp.path(), "pi-real", &orch.base, &ollama.url(), &[]);
 
     // Real metrics from this machine's /proc, a growing history, the model from Ollama.
     let detail: NodeDetail =
@@ -492,220 +446,147 @@ fn real_agent_reports_metrics_runs_work_and_respects_drain() {
     assert_eq!(n["tasks_completed"], json!(2), "{n}");
 }
 
-// ---------------------------------------------------------------------------------------
-// CLI
-
 #[test]
-fn cli_nodes_table_and_json() {
-    let orch = Orch::start(&[]);
-    node_up(&orch, "pi-a", 52.5);
-    node_up(&orch, "pi-b", 81.0);
-    let table = ok(&pifleet(&orch.base, &["nodes"]));
-    let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("NAME"), "{table}");
-    for col in [
-        "STATUS",
-        "TEMP",
-        "CPU",
-        "MEM FREE",
-        "MODELS",
-        "TASK",
-        "LAST SEEN",
-    ] {
-        assert!(lines[0].contains(col), "{table}");
-    }
-    assert!(
-        lines[1].starts_with("pi-a") && lines[1].contains("52.5°C"),
-        "{table}"
-    );
-    assert!(
-        lines[2].starts_with("pi-b") && lines[2].contains("81.0°C"),
-        "{table}"
-    );
-    assert!(
-        lines[1].contains("online") && lines[1].contains("6.0G/8.0G"),
-        "{table}"
-    );
-    assert!(
-        !table.contains('\x1b'),
-        "no colours when stdout is not a terminal"
-    );
+fn node_counts_agree_everywhere_and_per_node_totals_survive_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Heartbeats every 0.2 s: a node silent for 3 intervals is dead within a second.
+    let env = [("PIFLEET_HEARTBEAT_INTERVAL_S", "0.2")];
+    let mut orch = Orch::start(&env);
+    let ids = ["pi-online", "pi-busy", "pi-drain"];
+    let live: Vec<SimAgent> = ids
+        .iter()
+        .map(|id| SimAgent::up(&orch.base, id, 50.0))
+        .collect();
+    SimAgent::up(&orch.base, "pi-gone", 50.0);
+    // Work first: 2 done on pi-online, 1 done on pi-busy (which then holds one), 1 done
+    // and 1 failed on pi-drain (which is then drained).
+    let settle = |a: &SimAgent, ok: bool| {
+        let id = orch.submit(TYPE, 5);
+        let task = a.poll(5).expect("the only waiting node gets it");
+        assert_eq!(task.task_id, id);
+        let result = if ok {
+            json!({"success": true, "genome": {"x": 1.0}})
+        } else {
+            json!({"success": false, "error": "bad genome"})
+        };
+        assert_eq!(a.result(&task, result), 200);
+    };
+    settle(&live[0], true);
+    settle(&live[0], true);
+    settle(&live[1], true);
+    settle(&live[2], true);
+    settle(&live[2], false);
+    orch.submit(TYPE, 5);
+    live[1].poll(5).expect("pi-busy holds a task");
+    let (status, _) = orch.post("/api/nodes/pi-drain/drain", json!({}));
+    assert_eq!(status, 200);
 
-    let json_out = ok(&pifleet(&orch.base, &["nodes", "--json"]));
-    let nodes: NodesResponse = serde_json::from_str(&json_out).expect("--json is the API's JSON");
-    assert_eq!(nodes.total, 2);
-}
+    // The live nodes keep beating while pi-gone falls silent.
+    let beating = Arc::new(AtomicBool::new(true));
+    let beat = {
+        let beating = beating.clone();
+        std::thread::spawn(move || {
+            while beating.load(Ordering::Relaxed) {
+                for a in &live {
+                    a.heartbeat(pi_metrics(50.0));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    fleet::wait_for("pi-gone dead", Duration::from_secs(20), || {
+        let (_, v) = orch.get("/api/nodes/pi-gone");
+        (v["status"] == json!("dead")).then_some(())
+    });
 
-#[test]
-fn cli_node_detail_and_drain_undrain() {
-    let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
-    a.heartbeat(pi_metrics(58.0));
-    let text = ok(&pifleet(&orch.base, &["node", "pi-a"]));
-    assert!(text.starts_with("pi-a\n"), "{text}");
-    assert!(text.contains("Raspberry Pi 5 Model B Rev 1.0"), "{text}");
-    assert!(text.contains("temp history"), "{text}");
-    assert!(text.contains("(50.0°C .. 58.0°C)"), "{text}");
-    let detail: NodeDetail =
-        serde_json::from_str(&ok(&pifleet(&orch.base, &["node", "pi-a", "--json"]))).unwrap();
-    assert_eq!(detail.history.len(), 2);
-
-    let out = ok(&pifleet(&orch.base, &["drain", "pi-a"]));
-    assert!(out.contains("pi-a is draining"), "{out}");
-    let table = ok(&pifleet(&orch.base, &["nodes"]));
-    assert!(
-        table.lines().nth(1).unwrap().contains("draining"),
-        "{table}"
-    );
-    let out = ok(&pifleet(&orch.base, &["undrain", "pi-a"]));
-    assert!(out.contains("pi-a takes work again"), "{out}");
-    let (_, v) = orch.get("/api/nodes/pi-a");
-    assert_eq!(v["draining"], json!(false));
-
-    let missing = pifleet(&orch.base, &["node", "pi-none"]);
-    assert!(!missing.status.success());
-    assert!(stderr(&missing).contains("pi-none"), "{}", stderr(&missing));
-}
-
-#[test]
-fn cli_submit_task_and_wait() {
-    let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
-
-    // Data from a file, priority, plain submit: prints the id.
-    let data = orch.dir.join("data.json");
-    std::fs::write(&data, r#"{"genome": {"x": 1.0}, "mutation_rate": 0.1}"#).unwrap();
-    let id = ok(&pifleet(
-        &orch.base,
-        &[
-            "submit",
-            TYPE,
-            "--data",
-            data.to_str().unwrap(),
-            "--priority",
-            "7",
-        ],
-    ))
-    .trim()
-    .to_string();
-    let (_, st) = orch.get(&format!("/api/tasks/status/{id}"));
-    assert_eq!(st["priority"], json!(7), "{st}");
-    let text = ok(&pifleet(&orch.base, &["task", &id]));
-    assert!(
-        text.contains(&format!("task {id}")) && text.contains("pending"),
-        "{text}"
-    );
-    let task = a.poll(5).expect("the agent gets it");
+    // One truth: 1 online, 1 busy, 1 draining, 1 dead, in every view.
+    let (_, health) = orch.get("/health");
     assert_eq!(
-        a.result(&task, json!({"success": true, "genome": {"x": 1.1}})),
-        200
+        health["workers_online"],
+        json!(2),
+        "online + busy: {health}"
     );
-    let status: Value =
-        serde_json::from_str(&ok(&pifleet(&orch.base, &["task", &id, "--json"]))).unwrap();
-    assert_eq!(status["status"], json!("completed"));
-
-    // Data from stdin, --wait: the agent settles it while the CLI waits.
-    let worker = std::thread::spawn(move || {
-        let task = a.poll(20).expect("the agent gets the waited task");
-        assert_eq!(
-            a.result(&task, json!({"success": true, "output": "done"})),
-            200
+    let (_, stats) = orch.get("/api/stats");
+    let w = &stats["workers"];
+    assert_eq!(
+        [
+            &w["online"],
+            &w["busy"],
+            &w["draining"],
+            &w["dead"],
+            &w["total"]
+        ],
+        [&json!(1), &json!(1), &json!(1), &json!(1), &json!(4)],
+        "{stats}"
+    );
+    let (_, nodes) = orch.get("/api/nodes");
+    let nodes: NodesResponse = serde_json::from_value(nodes).unwrap();
+    let shown = |s: WorkerState| nodes.nodes.iter().filter(|n| n.shown_status() == s).count();
+    assert_eq!(
+        [
+            shown(WorkerState::Online),
+            shown(WorkerState::Busy),
+            shown(WorkerState::Draining),
+            shown(WorkerState::Dead)
+        ],
+        [1, 1, 1, 1]
+    );
+    let watch = ok(&pifleet(&orch.base, &["watch", "--count", "1"]));
+    assert!(
+        watch.contains("4 nodes: 1 online, 1 busy, 1 draining, 1 dead"),
+        "{watch}"
+    );
+    let (_, html) = orch.get_text("/");
+    for status in ["online", "busy", "draining", "dead"] {
+        assert!(
+            html.contains(&format!(
+                r#"<span class="stat st-{status}"><b>1</b> {status}</span>"#
+            )),
+            "the page's {status} count: {html}"
         );
-    });
-    let mut child = Command::new(binary("pifleet"))
-        .args(["--url", &orch.base, "submit", TYPE, "--data", "-", "--wait"])
-        .env_remove("PIFLEET_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"genome": {"x": 2.0}}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    worker.join().unwrap();
-    let text = ok(&out);
-    assert!(text.contains("completed"), "{text}");
-    assert!(text.contains("\"output\": \"done\""), "{text}");
-    assert!(
-        stderr(&out).contains("completed"),
-        "progress on stderr: {}",
-        stderr(&out)
-    );
+    }
+    let (_, metrics) = orch.get_text("/metrics");
+    for status in ["online", "busy", "draining", "dead"] {
+        assert!(
+            metrics.contains(&format!("pifleet_nodes{{status=\"{status}\"}} 1")),
+            "{metrics}"
+        );
+    }
 
-    // Bad data is refused before anything is sent.
-    std::fs::write(&data, "{not json").unwrap();
-    let bad = pifleet(
-        &orch.base,
-        &["submit", TYPE, "--data", data.to_str().unwrap()],
-    );
-    assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
-}
-
-#[test]
-fn cli_wait_reports_a_failed_task() {
-    let orch = Orch::start(&[]);
-    let a = node_up(&orch, "pi-a", 50.0);
-    let worker = std::thread::spawn(move || {
-        let task = a.poll(20).expect("task");
-        a.result(&task, json!({"success": false, "error": "model exploded"}));
-    });
-    let out = pifleet(&orch.base, &["submit", TYPE, "--wait"]);
-    worker.join().unwrap();
-    assert!(!out.status.success(), "a failed task fails the command");
-    assert!(stdout(&out).contains("failed"), "{}", stdout(&out));
-    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
-}
-
-#[test]
-fn cli_watch_refreshes() {
-    let orch = Orch::start(&[]);
-    node_up(&orch, "pi-a", 50.0);
-    let out = ok(&pifleet(
-        &orch.base,
-        &["watch", "--interval", "0.1", "--count", "3"],
-    ));
-    assert_eq!(out.matches("NAME").count(), 3, "{out}");
-    assert_eq!(out.matches("1 node: 1 online").count(), 3, "{out}");
-}
-
-#[test]
-fn cli_errors_say_what_to_do() {
-    // Nothing listens on a port we just freed, on a loopback address the tests never bind
-    // (they all use 127.0.0.1), so a parallel test cannot take it in between.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.2:{port}");
-    let out = pifleet(&url, &["nodes"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains(&url) && err.contains("pifleet-orchestrator serve"),
-        "{err}"
-    );
-
-    let orch = Orch::start(&[
-        ("PIFLEET_CLIENT_TOKEN", "s3cret-client-token-abcdef"),
-        ("PIFLEET_WORKER_TOKEN", "worker-token-0123456789"),
-    ]);
-    let out = pifleet(&orch.base, &["nodes"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--token"), "{}", stderr(&out));
-    ok(&pifleet(
-        &orch.base,
-        &["--token", "s3cret-client-token-abcdef", "nodes"],
-    ));
-    ok(&pifleet_env(
-        &orch.base,
-        &["nodes"],
-        &[("PIFLEET_TOKEN", "s3cret-client-token-abcdef")],
-    ));
+    // Per-node totals survive a crash of the orchestrator.
+    beating.store(false, Ordering::Relaxed);
+    beat.join().unwrap();
+    let totals = |orch: &Orch| {
+        let (_, stats) = orch.get("/api/stats");
+        let (_, nodes) = orch.get("/api/nodes");
+        let (_, list) = orch.get("/api/workers/list");
+        ids.map(|id| {
+            let node = nodes["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["worker_id"] == id)
+                .cloned()
+                .unwrap();
+            let listed = list["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["worker_id"] == id)
+                .cloned()
+                .unwrap();
+            let per = &stats["per_worker"][id];
+            assert_eq!(per["tasks_completed"], node["tasks_completed"], "{id}");
+            assert_eq!(per["tasks_completed"], listed["tasks_completed"], "{id}");
+            assert_eq!(per["tasks_failed"], node["tasks_failed"], "{id}");
+            (
+                per["tasks_completed"].as_u64().unwrap(),
+                per["tasks_failed"].as_u64().unwrap(),
+            )
+        })
+    };
+    assert_eq!(totals(&orch), [(2, 0), (1, 0), (1, 1)]);
+    orch = orch.crash_and_restart(&env);
+    assert_eq!(totals(&orch), [(2, 0), (1, 0), (1, 1)], "after a restart");
 }

@@ -20,7 +20,10 @@ fn fake_pi(root: &Path, temp_millic: u32) {
         std::fs::write(p, text).unwrap();
     };
     w("proc/device-tree/model", "Raspberry Pi 5 Model B Rev 1.0\0");
-    w("proc/stat", "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 0 0 1\n");
+    w(
+        "proc/stat",
+        "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 0 0 1\n",
+    );
     w(
         "proc/meminfo",
         "MemTotal: 8000000 kB\nMemAvailable: 6000000 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
@@ -32,7 +35,10 @@ fn fake_pi(root: &Path, temp_millic: u32) {
         "sys/class/thermal/thermal_zone0/temp",
         &format!("{temp_millic}\n"),
     );
-    w("sys/devices/platform/soc/soc:firmware/get_throttled", "0x0\n");
+    w(
+        "sys/devices/platform/soc/soc:firmware/get_throttled",
+        "0x0\n",
+    );
 }
 
 fn chat() -> Value {
@@ -121,5 +127,8 @@ fn tasks_one_at_a_time_go_to_the_faster_node_once_it_is_measured() {
     let slow_node = get(&base, "/api/nodes/pi-slow").unwrap();
     let slow_gen = slow_node["speeds"][0]["gen_tps"].as_f64().unwrap();
     let fast_gen = speed["gen_tps"].as_f64().unwrap();
-    assert!(fast_gen > 5.0 * slow_gen, "fast {fast_gen} vs slow {slow_gen}");
+    assert!(
+        fast_gen > 5.0 * slow_gen,
+        "fast {fast_gen} vs slow {slow_gen}"
+    );
 }

@@ -1,6 +1,9 @@
 //! The status page in a real headless browser (Debian's Chromium through chromedriver):
 //! it loads, shows a registered node, and updates live when the node's temperature
-//! changes. Screenshots are kept in `target/test-artifacts/`.
+//! changes; on a healthy fleet at work it shows running tasks with their node, a pending
+//! task's reason, completed tasks' duration and tokens/s, and each node's speed.
+//! Screenshots are kept in `target/test-artifacts/`; `status-page.png` is the README's
+//! (copy it to `docs/`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -140,7 +143,7 @@ fn status_page_shows_a_node_and_updates_live() {
         Duration::from_secs(5),
         |t| t == "0",
     );
-    browser.screenshot(&artifacts().join("status-page.png"));
+    browser.screenshot(&artifacts().join("status-page-live-updates.png"));
 
     // On a phone-sized screen, the cards stack in one column.
     let phone = Browser::start_phone(390, 844);
@@ -166,4 +169,129 @@ fn status_page_shows_a_node_and_updates_live() {
     );
     assert_eq!(overflow, json!(true), "no horizontal scrolling on a phone");
     phone.screenshot(&artifacts().join("status-page-phone.png"));
+}
+
+/// Tells the orchestrator an LLM task finished, with the figures an agent reports.
+fn finish(node: &SimAgent, task: &pifleet_protocol::TaskAssignment, secs: f64, tps: f64) {
+    let tokens = (secs * tps).round() as u64;
+    let status = node.result(
+        task,
+        json!({
+            "success": true,
+            "output": "Small boards, local models: private, cheap, good enough.",
+            "model": "llama3.2:1b",
+            "prompt_tokens": 24,
+            "completion_tokens": tokens,
+            "duration_ms": (secs * 1000.0) as u64,
+            "tokens_per_s": tps,
+        }),
+    );
+    assert_eq!(status, 200);
+}
+
+fn chat(orch: &Orch, model: &str) -> String {
+    let (status, v) = orch.post(
+        "/api/tasks/submit",
+        json!({"type": "agent_action", "priority": 7, "data": {
+            "model": model,
+            "messages": [{"role": "user", "content": "Why run LLMs on Raspberry Pis?"}]}}),
+    );
+    assert_eq!(status, 201, "{v}");
+    v["task_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn status_page_shows_the_work_of_a_healthy_fleet() {
+    let orch = Orch::start(&[]);
+    let nodes = [
+        ("pi-kitchen", "Raspberry Pi 5 Model B Rev 1.0", 55.0f32),
+        ("pi-desk", "Raspberry Pi 5 Model B Rev 1.0", 44.0),
+        ("pi-attic", "Raspberry Pi 4 Model B Rev 1.4", 61.0),
+    ];
+    let agents: Vec<SimAgent> = nodes
+        .iter()
+        .map(|(id, model, temp)| {
+            let a = pi(&orch, id, model);
+            for i in 0..8 {
+                let mut m = pi_metrics(temp + (i % 4) as f32 * 0.8);
+                m.cpu_percent = Some(18.0 + 7.0 * (i % 5) as f32);
+                m.models_loaded = Some(vec![LoadedModel {
+                    name: "llama3.2:1b".into(),
+                    ..Default::default()
+                }]);
+                a.heartbeat(m);
+            }
+            a
+        })
+        .collect();
+    let (kitchen, desk, attic) = (&agents[0], &agents[1], &agents[2]);
+    // Finished LLM work, each with the agent's own duration and speed.
+    let mut done = Vec::new();
+    for (node, secs, tps) in [(attic, 9.4, 6.2), (kitchen, 6.8, 11.9), (desk, 4.21, 14.3)] {
+        let id = chat(&orch, "llama3.2:1b");
+        let task = node.poll(5).expect("the waiting node gets it");
+        assert_eq!(task.task_id, id);
+        finish(node, &task, secs, tps);
+        done.push(id);
+    }
+    // Running: pi-kitchen holds one. Waiting: one for a model no node offers.
+    let running = chat(&orch, "llama3.2:1b");
+    let held = kitchen.poll(5).expect("pi-kitchen gets it");
+    assert_eq!(held.task_id, running);
+    let stuck = chat(&orch, "qwen2.5:7b");
+
+    let browser = Browser::start(1280, 1000);
+    browser.goto(&format!("{}/", orch.base));
+    let reason = browser
+        .text(&format!(
+            r#"#work .pending li[data-task="{stuck}"] .reason"#
+        ))
+        .unwrap_or_default();
+    assert!(
+        reason.contains(r#"no node offers model "qwen2.5:7b""#),
+        "a pending task's reason: {reason:?}"
+    );
+    let row = format!(r#"#work .recent tr[data-task="{}"]"#, done[2]);
+    assert_eq!(
+        browser.text(&format!("{row} td.took")).as_deref(),
+        Some("4.2s"),
+        "a completed task's duration"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} td.tps")).as_deref(),
+        Some("14.3")
+    );
+    assert_eq!(
+        browser
+            .text(&format!(
+                r#"#work .running tr[data-task="{running}"] td.host"#
+            ))
+            .as_deref(),
+        Some("pi-kitchen"),
+        "a running task with its node"
+    );
+    assert_eq!(
+        browser
+            .text(r#"#work .speeds tr[data-node="pi-attic"] td.tps"#)
+            .as_deref(),
+        Some("6.2 tok/s"),
+        "per-node generation speed"
+    );
+    // The running task finishes while the page is open: it moves to the recent list live.
+    browser.wait_text("#live", Duration::from_secs(15), |t| t == "live");
+    finish(kitchen, &held, 5.6, 12.4);
+    browser.wait_text(
+        &format!(r#"#work .recent tr[data-task="{running}"] td.result"#),
+        Duration::from_secs(15),
+        |t| t == "done",
+    );
+    // Something running in the picture, as on a working fleet.
+    let next = chat(&orch, "llama3.2:1b");
+    let _next = desk.poll(5).expect("pi-desk gets it");
+    browser.wait_text(
+        &format!(r#"#work .running tr[data-task="{next}"] td.host"#),
+        Duration::from_secs(15),
+        |t| t == "pi-desk",
+    );
+    browser.screenshot(&artifacts().join("status-page.png"));
 }

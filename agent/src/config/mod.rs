@@ -23,6 +23,7 @@ pub use args::{Args, USAGE};
 use raw::RawConfig;
 pub use raw::KEYS;
 
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pifleet/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pifleet-agent";
 pub const DEFAULT_ORCHESTRATOR_URL: &str = "http://127.0.0.1:5000";

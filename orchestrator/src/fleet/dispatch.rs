@@ -27,7 +27,12 @@ impl Inner {
             for (key, req) in self.queue.heads() {
                 // LLM tasks go where they are expected to finish first.
                 let mut run_s = None;
-                let head = self.queue.lanes.get(&req).and_then(|l| l.get(&key)).cloned();
+                let head = self
+                    .queue
+                    .lanes
+                    .get(&req)
+                    .and_then(|l| l.get(&key))
+                    .cloned();
                 let pick = match (&req.model, head) {
                     (Some(_), Some(id)) => match self.pick_by_finish(&id, &req, thermal, now) {
                         Pick::Run { node, run_s: s } => {

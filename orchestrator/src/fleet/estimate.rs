@@ -110,15 +110,16 @@ impl Inner {
         let Some(sample) = Sample::from_result(result) else {
             return;
         };
-        let pi = self
-            .nodes
-            .get(node)
-            .and_then(|n| n.caps.pi_model.clone());
+        let pi = self.nodes.get(node).and_then(|n| n.caps.pi_model.clone());
         let est = &mut self.estimates;
         est.book.record(node, pi.as_deref(), &sample, now);
         est.used
             .insert((node.to_owned(), sample.model.clone()), now);
-        if let Some(speeds) = est.book.node(node).and_then(|s| serde_json::to_value(s).ok()) {
+        if let Some(speeds) = est
+            .book
+            .node(node)
+            .and_then(|s| serde_json::to_value(s).ok())
+        {
             muts.push(Mutation::PutSpeeds {
                 node: node.to_owned(),
                 speeds,
@@ -216,7 +217,9 @@ impl Inner {
                 Candidate {
                     free_in_s,
                     model_loaded: f.model_loaded(model) || used_since_heartbeat,
-                    speed: est.book.ranking_figures(name, n.caps.pi_model.as_deref(), model),
+                    speed: est
+                        .book
+                        .ranking_figures(name, n.caps.pi_model.as_deref(), model),
                     temp_c: f.temperature(),
                     temp_trend: trend,
                     throttling: f.is_warm(thermal),
@@ -264,9 +267,7 @@ impl Inner {
                 let f = book.figures(&node.id, node.caps.pi_model.as_deref(), &m);
                 let round = |x: f64| (x * 100.0).round() / 100.0;
                 ModelSpeed {
-                    results: own
-                        .and_then(|s| s.models.get(&m))
-                        .map_or(0, |s| s.results),
+                    results: own.and_then(|s| s.models.get(&m)).map_or(0, |s| s.results),
                     prompt_tps: round(f.prompt_tps),
                     gen_tps: round(f.gen_tps),
                     cold_load_s: round(f.load_s),

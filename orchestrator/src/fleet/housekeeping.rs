@@ -119,14 +119,7 @@ impl Inner {
             muts.push(Mutation::DeleteTask(id.to_string()));
         }
         if !old.is_empty() {
-            muts.push(Mutation::Counter(
-                "pruned_completed".into(),
-                self.tally.pruned_completed,
-            ));
-            muts.push(Mutation::Counter(
-                "pruned_failed".into(),
-                self.tally.pruned_failed,
-            ));
+            muts.extend(self.tally.pruned_counters());
             tracing::info!(
                 tasks = old.len(),
                 "forgot settled tasks past their retention"

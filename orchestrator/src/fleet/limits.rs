@@ -73,10 +73,13 @@ pub struct Thermal {
 }
 
 impl Default for Thermal {
+    /// The temperatures are the protocol's defaults, which a CLI also falls back to when
+    /// an orchestrator does not send its own.
     fn default() -> Self {
+        let t = pifleet_protocol::Thresholds::default();
         Thermal {
-            soft_temp_c: 80.0,
-            hard_temp_c: 85.0,
+            soft_temp_c: t.soft_temp_c,
+            hard_temp_c: t.hard_temp_c,
             exclude_under_voltage: true,
         }
     }

@@ -26,6 +26,7 @@
 //! a worker starts waiting, the best waiting node for each lane head gets it. A hot node
 //! that polls first therefore does not beat a cool one already waiting.
 
+mod cancel;
 mod dispatch;
 mod error;
 mod estimate;
@@ -39,6 +40,7 @@ mod poll;
 mod queue;
 mod recover;
 pub mod speed;
+pub mod stream;
 mod tally;
 mod task;
 mod tasks;
@@ -61,7 +63,7 @@ pub use limits::{Limits, Thermal};
 pub use poll::{Delivery, PollTicket};
 pub use task::{NewTask, ResultReport, TaskId};
 pub use tasks::Settled;
-pub use views::{FailedTask, FleetSnapshot};
+pub use views::{FailedTask, FleetSnapshot, NodeSpeed, Work};
 
 use node::Node;
 use queue::Queue;
@@ -87,6 +89,9 @@ struct Inner {
     recent_failed: VecDeque<TaskId>,
     /// Measured speeds and expected-finish bookkeeping.
     estimates: estimate::Estimates,
+    /// The most recently settled tasks, completed or failed, oldest first (bounded), for
+    /// the recent work of the CLI's watch and the page.
+    recent_settled: VecDeque<TaskId>,
 }
 
 impl Inner {
@@ -108,6 +113,8 @@ struct Shared {
     histograms: Histograms,
     started_at: f64,
     shutting_down: AtomicBool,
+    /// Gateway answers being streamed from agents to their clients.
+    streams: stream::StreamHub,
 }
 
 /// The orchestrator's shared state: cheap to clone, one per server.
@@ -152,6 +159,11 @@ impl Fleet {
     /// True once shutdown has begun: long-lived responses (event streams) should end.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The relay of streamed gateway answers.
+    pub fn streams(&self) -> &stream::StreamHub {
+        &self.shared.streams
     }
 
     /// The scheduling-latency and task-duration histograms `/metrics` exports.

@@ -174,6 +174,7 @@ impl Node {
             current_tasks: self.current.iter().map(|t| t.to_string()).collect(),
             tasks_completed: self.completed,
             tasks_failed: self.failed,
+            streaming: Vec::new(),
         }
     }
 

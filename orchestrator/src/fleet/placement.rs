@@ -134,10 +134,13 @@ impl NodeFacts<'_> {
             return Err(Refusal::Dead);
         }
         let seed = self.is_seed_worker();
-        if !seed
-            && !self.caps.task_types.is_empty()
-            && !self.caps.task_types.iter().any(|x| x == &req.task_type)
-        {
+        let offers = self.caps.task_types.iter().any(|x| x == &req.task_type);
+        if !seed && !self.caps.task_types.is_empty() && !offers {
+            return Err(Refusal::TaskType);
+        }
+        // A gateway request needs a node that speaks the stream contract; "runs every
+        // type" (a seed worker, a worker that lists none) does not cover it.
+        if req.task_type == task_type::OLLAMA_API && !offers {
             return Err(Refusal::TaskType);
         }
         if let Some(model) = &req.model {
@@ -299,6 +302,21 @@ mod tests {
         let c = Capabilities::default();
         let req = Requirements::of("agent_action", &json!({"model": "llama3.2:1b"}));
         assert_eq!(facts(&c, None).can_run(&req, &Thermal::default()), Ok(()));
+    }
+
+    #[test]
+    fn only_nodes_that_offer_it_get_gateway_requests() {
+        let req = Requirements::of("ollama_api", &json!({"model": "llama3.2:1b"}));
+        let t = Thermal::default();
+        let seed = Capabilities::default();
+        assert_eq!(facts(&seed, None).can_run(&req, &t), Err(Refusal::TaskType));
+        let mut agent = caps(&["llama3.2:1b"]);
+        assert_eq!(
+            facts(&agent, None).can_run(&req, &t),
+            Err(Refusal::TaskType)
+        );
+        agent.task_types = vec!["ollama_api".into()];
+        assert_eq!(facts(&agent, None).can_run(&req, &t), Ok(()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::limits::Limits;
 use super::node::Node;
 use super::task::{Task, TaskId};
-use super::tasks::{remember_failed, Revoke, RECENT_FAILED_KEPT};
+use super::tasks::{remember, Revoke, RECENT_KEPT};
 use super::{Fleet, Inner, Shared};
 use crate::clock::Clock;
 use crate::store::{Snapshot, StoreHandle};
@@ -54,38 +54,33 @@ impl Fleet {
                         None => orphans.push(id.clone()),
                     }
                 }
-                TaskState::Completed | TaskState::Failed => {}
+                TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {}
             }
             inner.tasks.insert(id, task);
         }
-        let counter = |name: &str| {
-            snapshot
-                .counters
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        inner.tally.retried = counter("retried");
-        inner
-            .tally
-            .restore_pruned(counter("pruned_completed"), counter("pruned_failed"));
-        // The status page's recent failures survive a restart.
-        let mut failed: Vec<(f64, TaskId)> = inner
+        inner.tally.restore(&snapshot.counters);
+        // The recent failures and the recent work survive a restart.
+        let mut settled: Vec<(f64, TaskId, bool)> = inner
             .tasks
             .values()
-            .filter(|t| t.state == TaskState::Failed)
-            .map(|t| (t.updated_at, t.id.clone()))
+            .filter(|t| t.is_settled())
+            .map(|t| (t.updated_at, t.id.clone(), t.state == TaskState::Failed))
             .collect();
-        failed.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let skip = failed.len().saturating_sub(RECENT_FAILED_KEPT);
-        for (_, id) in failed.into_iter().skip(skip) {
-            remember_failed(&mut inner.recent_failed, &id);
+        settled.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let failed: Vec<&TaskId> = settled.iter().filter(|s| s.2).map(|s| &s.1).collect();
+        for id in &failed[failed.len().saturating_sub(RECENT_KEPT)..] {
+            remember(&mut inner.recent_failed, id);
+        }
+        for (_, id, _) in &settled[settled.len().saturating_sub(RECENT_KEPT)..] {
+            remember(&mut inner.recent_settled, id);
         }
         // What placement learned of each node's speed carries on.
         for (node, doc) in snapshot.speeds {
             match serde_json::from_value(doc) {
                 Ok(speeds) => inner.estimates.book.restore(&node, speeds),
-                Err(e) => tracing::warn!(node = %node, error = %e, "stored speeds unreadable; relearning"),
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "stored speeds unreadable; relearning")
+                }
             }
         }
         inner.estimates.refresh(now, true);
@@ -100,6 +95,7 @@ impl Fleet {
                 histograms: Histograms::default(),
                 started_at: now,
                 shutting_down: AtomicBool::new(false),
+                streams: Default::default(),
             }),
         };
         if !orphans.is_empty() {

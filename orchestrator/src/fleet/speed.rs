@@ -323,7 +323,9 @@ impl SpeedBook {
 
     /// The running mean of output tokens for a model, if any result named it.
     pub fn mean_output(&self, model: &str) -> Option<f64> {
-        self.outputs.get(super::placement::canonical_model(model)).copied()
+        self.outputs
+            .get(super::placement::canonical_model(model))
+            .copied()
     }
 
     /// Recomputes the fallback medians when results arrived, at most every
@@ -408,7 +410,9 @@ impl SpeedBook {
         let pi = pi_model
             .map(pi_class)
             .or_else(|| own.and_then(|n| n.pi_model.as_deref()));
-        let group = pi.and_then(|p| self.by_pi.get(p)).and_then(|g| g.get(model));
+        let group = pi
+            .and_then(|p| self.by_pi.get(p))
+            .and_then(|g| g.get(model));
         let fleet = self.by_model.get(model);
         let pick = |own: Option<f64>, g: fn(&Medians) -> Option<f64>, default: f64| {
             if let Some(v) = own {
@@ -585,7 +589,11 @@ mod tests {
     fn an_untried_node_ranks_as_a_little_faster_than_the_best_until_it_has_run() {
         let mut b = SpeedBook::new();
         b.refresh(0.0, true);
-        assert_eq!(b.ranking_figures("new", None, "m"), DEFAULT, "nothing measured yet");
+        assert_eq!(
+            b.ranking_figures("new", None, "m"),
+            DEFAULT,
+            "nothing measured yet"
+        );
         b.record("slow", None, &sample("m", 10.0), 0.0);
         b.record("fast", None, &sample("m", 20.0), 0.0);
         // A first measurement of a node does not wait for the rate limit.

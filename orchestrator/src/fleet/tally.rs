@@ -5,7 +5,14 @@ use std::collections::BTreeMap;
 
 use pifleet_protocol::{TaskCounts, TaskState, PRIORITY_MAX, PRIORITY_MIN};
 
+use crate::store::Mutation;
+
 const LEVELS: usize = PRIORITY_MAX as usize + 1;
+
+/// The names the cumulative counts are stored under.
+const RETRIED: &str = "retried";
+const PRUNED_COMPLETED: &str = "pruned_completed";
+const PRUNED_FAILED: &str = "pruned_failed";
 
 /// Completed and failed include the tasks already forgotten, so the totals stay
 /// cumulative across pruning and restarts.
@@ -15,6 +22,7 @@ pub(super) struct Tally {
     pub assigned: u64,
     pub completed: u64,
     pub failed: u64,
+    pub cancelled: u64,
     /// Attempts put back in the queue after a counted failure (cumulative).
     pub retried: u64,
     /// Settled tasks forgotten after their retention (still in completed / failed).
@@ -31,6 +39,7 @@ impl Tally {
             TaskState::Assigned => &mut self.assigned,
             TaskState::Completed => &mut self.completed,
             TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
         }
     }
 
@@ -57,12 +66,39 @@ impl Tally {
         self.enter(to, priority);
     }
 
+    /// One more attempt requeued after a counted failure: the counter to store.
+    pub fn retry(&mut self) -> Mutation {
+        self.retried += 1;
+        Mutation::Counter(RETRIED.into(), self.retried)
+    }
+
+    /// The forgotten-task counters to store after pruning.
+    pub fn pruned_counters(&self) -> [Mutation; 2] {
+        [
+            Mutation::Counter(PRUNED_COMPLETED.into(), self.pruned_completed),
+            Mutation::Counter(PRUNED_FAILED.into(), self.pruned_failed),
+        ]
+    }
+
+    /// Carries on the cumulative counts of earlier runs, from the store's counters.
+    pub fn restore(&mut self, counters: &[(String, u64)]) {
+        let get = |name: &str| {
+            counters
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        self.retried = get(RETRIED);
+        self.restore_pruned(get(PRUNED_COMPLETED), get(PRUNED_FAILED));
+    }
+
     /// A settled task is forgotten; it still counts as completed or failed.
     pub fn pruned(&mut self, state: TaskState) {
-        if state == TaskState::Failed {
-            self.pruned_failed += 1;
-        } else {
-            self.pruned_completed += 1;
+        match state {
+            TaskState::Failed => self.pruned_failed += 1,
+            TaskState::Completed => self.pruned_completed += 1,
+            // Cancelled requests are not work done or failed: they leave no total.
+            _ => self.cancelled = self.cancelled.saturating_sub(1),
         }
     }
 
@@ -91,6 +127,7 @@ impl Tally {
             completed: self.completed,
             failed: self.failed,
             retried: self.retried,
+            cancelled: self.cancelled,
         }
     }
 
@@ -153,10 +190,20 @@ mod tests {
         let before = t.counts(1);
         assert_eq!((before.total, before.completed, before.failed), (3, 2, 1));
 
+        let stored: Vec<(String, u64)> = t
+            .pruned_counters()
+            .into_iter()
+            .chain([t.clone().retry()])
+            .map(|m| match m {
+                Mutation::Counter(name, n) => (name, n),
+                other => panic!("not a counter: {other:?}"),
+            })
+            .collect();
+        t.retried = 1;
         let mut after = Tally::default();
         after.enter(TaskState::Completed, 5);
-        after.restore_pruned(t.pruned_completed, t.pruned_failed);
-        assert_eq!(after.counts(1), before);
+        after.restore(&stored);
+        assert_eq!(after.counts(1), t.counts(1));
         assert_eq!(after, t);
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pifleet_protocol::{QueueEntry, TaskState};
+use pifleet_protocol::{QueueEntry, RecentTask, TaskState};
 use serde_json::Value;
 
 use super::limits::Limits;
@@ -148,7 +148,10 @@ impl Task {
     }
 
     pub fn is_settled(&self) -> bool {
-        matches!(self.state, TaskState::Completed | TaskState::Failed)
+        matches!(
+            self.state,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 
     /// True while `worker` holds `attempt` of this task.
@@ -168,6 +171,38 @@ impl Task {
             attempts: self.attempt,
             created_at: self.created_at,
             pending_reason,
+            assigned_at: self
+                .assigned_at
+                .filter(|_| self.state == TaskState::Assigned),
+        }
+    }
+}
+
+impl Task {
+    /// A settled task as the recent-work lists show it: the figures come from the agent's
+    /// result when it sent them.
+    pub fn recent(&self) -> RecentTask {
+        let field = |k: &str| self.result.as_deref().and_then(|r| r.get(k));
+        let ran_ms = self
+            .assigned_at
+            .map(|at| ((self.updated_at - at).max(0.0) * 1000.0) as u64);
+        RecentTask {
+            task_id: self.id.to_string(),
+            task_type: self.task_type.clone(),
+            status: self.state,
+            node: self.assigned_to.clone(),
+            priority: self.priority,
+            attempts: self.attempt,
+            created_at: self.created_at,
+            finished_at: self.updated_at,
+            duration_ms: field("duration_ms").and_then(Value::as_u64).or(ran_ms),
+            model: field("model")
+                .or_else(|| self.data.get("model"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            completion_tokens: field("completion_tokens").and_then(Value::as_u64),
+            tokens_per_s: field("tokens_per_s").and_then(Value::as_f64),
+            error: self.error.clone(),
         }
     }
 }

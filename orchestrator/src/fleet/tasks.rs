@@ -14,8 +14,8 @@ use super::task::{NewTask, ResultReport, Task, TaskId};
 use super::{Fleet, Inner, Shared};
 use crate::store::{CommitResult, Mutation};
 
-/// Failed tasks remembered for the status page.
-pub(super) const RECENT_FAILED_KEPT: usize = 50;
+/// Failed tasks, and settled tasks, remembered for the recent lists.
+pub(super) const RECENT_KEPT: usize = 50;
 
 /// What became of a result report.
 #[derive(Debug)]
@@ -44,10 +44,12 @@ pub(super) enum Revoke {
     Failed,
     Unregistered,
     Undelivered,
+    /// The attempt's stream to a gateway client broke before its first chunk.
+    StreamBroken,
 }
 
-pub(super) fn remember_failed(recent: &mut VecDeque<TaskId>, id: &TaskId) {
-    if recent.len() >= RECENT_FAILED_KEPT {
+pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) {
+    if recent.len() >= RECENT_KEPT {
         recent.pop_front();
     }
     recent.push_back(id.clone());
@@ -64,10 +66,12 @@ fn refusal(task_id: &str, task: &Task, report: &ResultReport) -> Option<FleetErr
         return None;
     }
     Some(match (task.state, report.attempt) {
-        (TaskState::Completed | TaskState::Failed, _) => FleetError::AlreadySettled {
-            task: task_id.to_string(),
-            state: task.state,
-        },
+        (TaskState::Completed | TaskState::Failed | TaskState::Cancelled, _) => {
+            FleetError::AlreadySettled {
+                task: task_id.to_string(),
+                state: task.state,
+            }
+        }
         (_, Some(a)) if a != task.attempt || task.state != TaskState::Assigned => {
             FleetError::StaleAttempt {
                 task: task_id.to_string(),
@@ -153,8 +157,9 @@ impl Fleet {
                 .tally
                 .moved(TaskState::Assigned, new_state, task.priority);
             inner.notify_settled(&id);
+            remember(&mut inner.recent_settled, &id);
             if new_state == TaskState::Failed {
-                remember_failed(&mut inner.recent_failed, &id);
+                remember(&mut inner.recent_failed, &id);
             }
             if let Some(node) = inner.nodes.get_mut(w) {
                 node.current.retain(|t| *t != id);
@@ -256,8 +261,16 @@ impl Inner {
             Revoke::Undelivered => {
                 format!("attempt {attempt}: \"{holder}\" hung up before receiving it")
             }
+            Revoke::StreamBroken => {
+                format!("attempt {attempt}: the stream from \"{holder}\" broke off")
+            }
         };
-        let counted = matches!(why, Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed);
+        // A stream is only ever fed by its current attempt.
+        sh.streams.stop(id, Some(attempt));
+        let counted = matches!(
+            why,
+            Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed | Revoke::StreamBroken
+        );
         if counted {
             task.failures += 1;
         }
@@ -271,7 +284,8 @@ impl Inner {
                 task.failures
             ));
             task.assigned_to = Some(holder.clone());
-            remember_failed(&mut self.recent_failed, id);
+            remember(&mut self.recent_failed, id);
+            remember(&mut self.recent_settled, id);
             tracing::warn!(task = %id, error = task.error.as_deref().unwrap_or(""), "task failed");
         } else {
             task.state = TaskState::Pending;
@@ -282,8 +296,7 @@ impl Inner {
                 now + (l.retry_backoff_s * f64::from(1u32 << exp)).min(l.retry_backoff_max_s)
             });
             if why != Revoke::Undelivered {
-                self.tally.retried += 1;
-                muts.push(Mutation::Counter("retried".into(), self.tally.retried));
+                muts.push(self.tally.retry());
             }
             self.queue.enqueue(task, l.aging_s);
         }

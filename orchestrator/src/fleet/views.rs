@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use pifleet_protocol::{
-    HealthResponse, NodeDetail, NodeView, NodesResponse, QueueEntry, QueueResponse, StatsResponse,
-    TaskCounts, TaskState, TaskStatusResponse, Thresholds, WorkerCounts, WorkerSuccess,
-    WorkerSummary, WorkersListResponse,
+    HealthResponse, NodeDetail, NodeView, NodesResponse, QueueEntry, QueueResponse, RecentTask,
+    RecentTasksResponse, StatsResponse, TaskCounts, TaskState, TaskStatusResponse, Thresholds,
+    WorkerCounts, WorkerSuccess, WorkerSummary, WorkersListResponse,
 };
 use serde::Serialize;
 
@@ -44,6 +44,63 @@ pub struct FleetSnapshot {
     pub recent_failures: Vec<FailedTask>,
     /// The configured warm (soft) and hot (hard) temperatures.
     pub thresholds: Thresholds,
+    /// What runs, what waits and why, what just finished (empty when not asked for).
+    pub work: Work,
+}
+
+/// The work the page shows: running tasks with their node, the head of the queue with
+/// the reason each task waits, and the last settled tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Work {
+    /// Oldest first.
+    pub running: Vec<QueueEntry>,
+    /// In the order they will be offered.
+    pub pending: Vec<QueueEntry>,
+    /// Newest first.
+    pub recent: Vec<RecentTask>,
+    /// Generation speed per node over the settled LLM tasks the fleet remembers.
+    pub speeds: Vec<NodeSpeed>,
+}
+
+/// How fast a node generated, over its recent LLM tasks that reported a speed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSpeed {
+    pub node: String,
+    /// Mean of the tasks' tokens/s.
+    pub tokens_per_s: f64,
+    pub tasks: u64,
+    /// The model of its latest such task.
+    pub model: Option<String>,
+}
+
+impl Work {
+    fn speeds_of(recent: &[RecentTask]) -> Vec<NodeSpeed> {
+        let mut by_node: BTreeMap<&str, NodeSpeed> = BTreeMap::new();
+        // Oldest first, so the last model seen is the latest.
+        for t in recent.iter().rev() {
+            let (Some(node), Some(tps)) = (t.node.as_deref(), t.tokens_per_s) else {
+                continue;
+            };
+            let e = by_node.entry(node).or_insert_with(|| NodeSpeed {
+                node: node.to_string(),
+                tokens_per_s: 0.0,
+                tasks: 0,
+                model: None,
+            });
+            e.tokens_per_s += tps;
+            e.tasks += 1;
+            if t.model.is_some() {
+                e.model = t.model.clone();
+            }
+        }
+        by_node
+            .into_values()
+            .map(|mut s| {
+                s.tokens_per_s /= s.tasks as f64;
+                s
+            })
+            .collect()
+    }
 }
 
 impl FleetSnapshot {
@@ -117,50 +174,34 @@ impl Fleet {
     pub fn queue(&self, limit: usize) -> QueueResponse {
         let now = self.now();
         let inner = self.lock();
-        let l = &self.shared.limits;
-        let mut reasons: HashMap<Arc<Requirements>, String> = HashMap::new();
         let mut by_priority: BTreeMap<String, u64> = (1..=10).map(|p| (p.to_string(), 0)).collect();
-        let mut pending = Vec::new();
-        for id in inner.queue.in_order() {
-            let Some(t) = inner.tasks.get(id) else {
-                continue;
-            };
-            *by_priority.entry(t.priority.to_string()).or_default() += 1;
-            if pending.len() >= limit {
-                continue;
-            }
-            let reason = if t.not_before.is_some_and(|nb| nb > now) {
-                inner.pending_reason(t, l, now)
-            } else {
-                reasons
-                    .entry(t.req.clone())
-                    .or_insert_with(|| inner.pending_reason(t, l, now))
-                    .clone()
-            };
-            pending.push(t.queue_entry(Some(reason)));
+        for (p, n) in inner.tally.pending_by_priority() {
+            by_priority.insert(p.to_string(), n);
         }
-        let mut assigned: Vec<QueueEntry> = inner
-            .nodes
-            .values()
-            .flat_map(|n| n.current.iter())
-            .filter_map(|id| inner.tasks.get(id))
-            .map(|t| t.queue_entry(None))
-            .collect();
-        assigned.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
         QueueResponse {
             total_pending: inner.tally.pending,
             total_assigned: inner.tally.assigned,
-            pending,
-            assigned,
+            pending: inner.pending_head(limit, &self.shared.limits, now),
+            assigned: inner.running(),
             by_priority,
         }
     }
 
+    /// `GET /api/tasks/recent`: the last `limit` settled tasks still in memory, newest first.
+    pub fn recent(&self, limit: usize) -> RecentTasksResponse {
+        RecentTasksResponse {
+            tasks: self.lock().recent(limit),
+        }
+    }
+
+    /// `workers_online` counts the nodes that take work (online or busy): a draining or
+    /// dead node is not online here, as in `/api/stats`, `/api/nodes`, the CLI and the page.
     pub fn health(&self) -> HealthResponse {
         let inner = self.lock();
+        let w = inner.worker_counts();
         HealthResponse {
             status: "healthy".into(),
-            workers_online: inner.nodes.values().filter(|n| !n.dead).count() as u64,
+            workers_online: w.online + w.busy,
             tasks_pending: inner.tally.pending,
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }
@@ -191,10 +232,9 @@ impl Fleet {
     pub fn stats(&self) -> StatsResponse {
         let now = self.now();
         let inner = self.lock();
-        let mut workers = WorkerCounts::default();
+        let workers = inner.worker_counts();
         let mut per_worker = BTreeMap::new();
         for n in inner.nodes.values() {
-            workers.count(n.state());
             per_worker.insert(
                 n.id.clone(),
                 WorkerSuccess {
@@ -215,7 +255,9 @@ impl Fleet {
 
     /// Every node, sorted by id, as operators see it.
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.lock().nodes.values().map(Node::view).collect()
+        let mut views: Vec<NodeView> = self.lock().nodes.values().map(Node::view).collect();
+        self.mark_streaming(views.iter_mut());
+        views
     }
 
     /// `GET /api/nodes`: every node and the thresholds they are judged by.
@@ -236,13 +278,14 @@ impl Fleet {
         detail.speeds = inner.speed_view(node);
         drop(inner);
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
+        self.mark_streaming(std::iter::once(&mut detail.node));
         Some(detail)
     }
 
     /// Everything the health views show, under one lock: the nodes (with their metric
-    /// history when `histories`), the queue by priority, the task counts and the
-    /// `failures` most recent failures.
-    pub fn snapshot(&self, histories: bool, failures: usize) -> FleetSnapshot {
+    /// history when `histories`), the queue by priority, the task counts, the `failures`
+    /// most recent failures and up to `work` running, pending and recent tasks each.
+    pub fn snapshot(&self, histories: bool, failures: usize, work: usize) -> FleetSnapshot {
         let at = self.now();
         let inner = self.lock();
         let nodes = inner
@@ -258,13 +301,46 @@ impl Fleet {
                 d
             })
             .collect();
-        FleetSnapshot {
+        let mut snap = FleetSnapshot {
             at,
             nodes,
             pending_by_priority: inner.tally.pending_by_priority(),
             tasks: inner.tally.counts(inner.tasks.len()),
             recent_failures: inner.recent_failures(failures),
             thresholds: self.shared.limits.thermal.thresholds(),
+            work: if work == 0 {
+                Work::default()
+            } else {
+                let mut running = inner.running();
+                running.truncate(work);
+                let mut recent = inner.recent(usize::MAX);
+                let speeds = Work::speeds_of(&recent);
+                recent.truncate(work);
+                Work {
+                    running,
+                    pending: inner.pending_head(work, &self.shared.limits, at),
+                    recent,
+                    speeds,
+                }
+            },
+        };
+        drop(inner);
+        self.mark_streaming(snap.nodes.iter_mut().map(|d| &mut d.node));
+        snap
+    }
+
+    /// Which gateway answers each node is streaming now (read after the fleet's lock).
+    fn mark_streaming<'a>(&self, views: impl Iterator<Item = &'a mut NodeView>) {
+        let streaming = self.shared.streams.streaming();
+        if streaming.is_empty() {
+            return;
+        }
+        for v in views {
+            v.streaming = streaming
+                .iter()
+                .filter(|(_, w)| *w == v.worker_id)
+                .map(|(t, _)| t.clone())
+                .collect();
         }
     }
 
@@ -281,6 +357,60 @@ impl Fleet {
 }
 
 impl Inner {
+    /// Nodes by the status everyone shows (draining before busy, dead before both).
+    fn worker_counts(&self) -> WorkerCounts {
+        let mut c = WorkerCounts::default();
+        for n in self.nodes.values() {
+            c.count(n.state());
+        }
+        c
+    }
+
+    /// The first `limit` pending tasks in offer order, each with the reason it waits.
+    fn pending_head(&self, limit: usize, l: &Limits, now: f64) -> Vec<QueueEntry> {
+        let mut reasons: HashMap<Arc<Requirements>, String> = HashMap::new();
+        self.queue
+            .head(limit)
+            .into_iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| {
+                let reason = if t.not_before.is_some_and(|nb| nb > now) {
+                    self.pending_reason(t, l, now)
+                } else {
+                    reasons
+                        .entry(t.req.clone())
+                        .or_insert_with(|| self.pending_reason(t, l, now))
+                        .clone()
+                };
+                t.queue_entry(Some(reason))
+            })
+            .collect()
+    }
+
+    /// Every assigned task, oldest first.
+    fn running(&self) -> Vec<QueueEntry> {
+        let mut assigned: Vec<QueueEntry> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.current.iter())
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| t.queue_entry(None))
+            .collect();
+        assigned.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        assigned
+    }
+
+    fn recent(&self, limit: usize) -> Vec<RecentTask> {
+        self.recent_settled
+            .iter()
+            .rev()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| t.is_settled())
+            .take(limit)
+            .map(Task::recent)
+            .collect()
+    }
+
     fn recent_failures(&self, limit: usize) -> Vec<FailedTask> {
         self.recent_failed
             .iter()

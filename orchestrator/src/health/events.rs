@@ -46,6 +46,8 @@ pub struct Update {
     pub queue: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,6 +64,7 @@ pub struct Shown {
     summary: Option<String>,
     queue: Option<String>,
     failures: Option<String>,
+    work: Option<String>,
 }
 
 fn changed(last: &mut Option<String>, now: String) -> Option<String> {
@@ -122,11 +125,13 @@ impl Shown {
         let summary = changed(&mut self.summary, page::summary_html(s));
         let queue = changed(&mut self.queue, page::queue_html(s));
         let failures = changed(&mut self.failures, page::live_failures(s));
+        let work = changed(&mut self.work, super::work::work_html(s, None));
         let nothing = nodes.is_empty()
             && !membership_changed
             && summary.is_none()
             && queue.is_none()
-            && failures.is_none();
+            && failures.is_none()
+            && work.is_none();
         if nothing {
             return None;
         }
@@ -138,6 +143,7 @@ impl Shown {
             summary,
             queue,
             failures,
+            work,
         })
     }
 }

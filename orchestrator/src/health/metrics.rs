@@ -35,6 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::FleetSnapshot;
+use crate::gateway::metrics::GatewayMetrics;
 use crate::telemetry::Histograms;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
@@ -62,7 +63,7 @@ fn bool_f(b: bool) -> f64 {
 }
 
 /// Renders the whole exposition for one scrape.
-pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
+pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics>) -> String {
     let mut r = Registry::default();
     let up = gauge_family(
         &mut r,
@@ -233,6 +234,9 @@ pub fn render(s: &FleetSnapshot, h: &Histograms) -> String {
     );
     let mut out = String::new();
     // Writing to a String cannot fail.
+    if let Some(g) = gateway {
+        g.register(&mut r);
+    }
     let _ = encode(&mut out, &r);
     out
 }
@@ -268,11 +272,12 @@ mod tests {
             },
             recent_failures: vec![],
             thresholds: Default::default(),
+            work: Default::default(),
         };
         let h = Histograms::default();
         h.observe_scheduling_latency(0.002);
         h.observe_task_duration(1.5);
-        let text = render(&s, &h);
+        let text = render(&s, &h, None);
         for line in [
             r#"pifleet_node_temperature_celsius{node="pi-1"} 61.5"#,
             r#"pifleet_node_draining{node="pi-1"} 1"#,
@@ -304,7 +309,10 @@ mod tests {
             source: source.into(),
             results: 3,
         };
-        d.speeds = vec![speed("llama3.2:1b", "measured"), speed("qwen2.5:0.5b", "fleet")];
+        d.speeds = vec![
+            speed("llama3.2:1b", "measured"),
+            speed("qwen2.5:0.5b", "fleet"),
+        ];
         let s = FleetSnapshot {
             at: 100.0,
             nodes: vec![d],

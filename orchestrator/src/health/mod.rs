@@ -1,12 +1,14 @@
 //! Node health views, rendered from one [`FleetSnapshot`]: the status page's HTML
-//! (`page`), its live updates as server-sent events (`events`) and the Prometheus
-//! exposition (`metrics`). Pure rendering: the routes, the token checks and the
+//! (`page`, with its escaping and sparklines in `html`), its live updates as server-sent
+//! events (`events`) and the Prometheus exposition (`metrics`). Pure rendering: the routes, the token checks and the
 //! snapshot-taking are in [`crate::http`] and [`crate::fleet`], so the page, the event
 //! stream and the metrics always agree with each other and with `/api/nodes`.
 
 pub mod events;
+pub mod html;
 pub mod metrics;
 pub mod page;
+pub mod work;
 
 pub use crate::fleet::{FailedTask, FleetSnapshot};
 
@@ -25,5 +27,6 @@ pub(crate) fn test_node(id: &str, last_seen: f64) -> pifleet_protocol::NodeView 
         current_tasks: vec![],
         tasks_completed: 0,
         tasks_failed: 0,
+        streaming: vec![],
     }
 }

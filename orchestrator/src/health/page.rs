@@ -1,5 +1,5 @@
 //! The status page: server-rendered HTML (nodes as cards with inline-SVG sparklines, the
-//! queue by priority, recent failures) and the same fragments as JSON for the live
+//! work (`work.rs`), the queue by priority, recent failures) and the same fragments as JSON for the live
 //! updates. The CSS and the small script are embedded in the binary: no build step, no CDN.
 
 use std::fmt::Write as _;
@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use pifleet_protocol::human::{ago, bytes};
 use pifleet_protocol::{Heat, MetricSample, NodeDetail, Thresholds, WorkerState};
 
+use super::html::{escape, sparkline, time};
 use super::FleetSnapshot;
 
 pub const CSS: &str = include_str!("assets/pifleet.css");
@@ -18,84 +19,6 @@ pub const JS_PATH: &str = "/static/pifleet.js";
 const SPARK_POINTS: usize = 60;
 /// Failures listed on the page.
 const FAILURES_SHOWN: usize = 10;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A `<time>` the page's script keeps ticking. Without `now` (live updates) it is left
-/// empty for the script to fill, so an unchanged card renders to the same bytes.
-fn time(at: f64, now: Option<f64>) -> String {
-    let text = now.map(|now| ago(at, now)).unwrap_or_default();
-    format!(r#"<time data-ts="{at:.3}">{}</time>"#, escape(&text))
-}
-
-/// An inline SVG sparkline of `values` (gaps for missing points) on a fixed `lo..hi`
-/// scale, with an optional dashed limit line.
-pub fn sparkline(
-    values: &[Option<f64>],
-    lo: f64,
-    hi: f64,
-    limit: Option<f64>,
-    label: &str,
-) -> String {
-    const W: f64 = 120.0;
-    const H: f64 = 28.0;
-    let span = (hi - lo).max(f64::EPSILON);
-    let y = |v: f64| H - 1.0 - ((v - lo) / span).clamp(0.0, 1.0) * (H - 2.0);
-    let n = values.len();
-    let x = |i: usize| {
-        if n <= 1 {
-            W
-        } else {
-            i as f64 * W / (n - 1) as f64
-        }
-    };
-    let mut svg = format!(
-        r#"<svg class="spark" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="{}">"#,
-        escape(label)
-    );
-    if let Some(l) = limit.filter(|l| *l > lo && *l < hi) {
-        let _ = write!(
-            svg,
-            r#"<line class="limit" x1="0" x2="{W}" y1="{0:.1}" y2="{0:.1}"/>"#,
-            y(l)
-        );
-    }
-    // One polyline per run of present points.
-    let mut run: Vec<String> = Vec::new();
-    let flush = |run: &mut Vec<String>, svg: &mut String| {
-        if run.len() == 1 {
-            let only = run[0].clone();
-            run.push(only);
-        }
-        if !run.is_empty() {
-            let _ = write!(svg, r#"<polyline points="{}"/>"#, run.join(" "));
-            run.clear();
-        }
-    };
-    for (i, v) in values.iter().enumerate() {
-        match v {
-            Some(v) if v.is_finite() => run.push(format!("{:.1},{:.1}", x(i), y(*v))),
-            _ => flush(&mut run, &mut svg),
-        }
-    }
-    flush(&mut run, &mut svg);
-    svg.push_str("</svg>");
-    svg
-}
 
 fn last_points(history: &[MetricSample]) -> &[MetricSample] {
     &history[history.len().saturating_sub(SPARK_POINTS)..]
@@ -418,7 +341,10 @@ pub fn page(s: &FleetSnapshot) -> String {
 <header class="top"><h1>pifleet</h1><span id="live" class="live off" title="live updates">connecting</span></header>
 <section id="summary" class="summary">{summary}</section>
 <main>
+<div class="main-col">
 <section class="nodes-wrap"><h2 class="section">Nodes</h2><div id="nodes" class="nodes">{cards}</div></section>
+<section class="work-wrap"><h2 class="section">Work</h2><div id="work">{work}</div></section>
+</div>
 <aside>
 <section><h2 class="section">Queue by priority</h2><div id="queue">{queue}</div></section>
 <section><h2 class="section">Recent failures</h2><div id="failures">{failures}</div></section>
@@ -433,6 +359,7 @@ pub fn page(s: &FleetSnapshot) -> String {
         summary = summary_html(s),
         queue = queue_html(s),
         failures = failures_html(s),
+        work = super::work::work_html(s, Some(s.at)),
         at = s.at,
         asof = ago(s.at, s.at),
     )
@@ -482,19 +409,6 @@ mod tests {
         assert!(html.contains("st-draining"));
         assert!(html.contains("draining: no new work"));
         assert!(html.contains("5s ago"));
-    }
-
-    #[test]
-    fn sparkline_breaks_at_missing_points() {
-        let svg = sparkline(
-            &[Some(0.0), None, Some(100.0), Some(50.0)],
-            0.0,
-            100.0,
-            None,
-            "x",
-        );
-        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
     }
 
     #[test]

@@ -14,8 +14,11 @@ pub mod error;
 pub mod extract;
 mod nodes;
 mod page;
+mod streams;
 mod tasks;
 mod workers;
+
+pub(crate) use auth::check_bearer;
 
 use std::sync::Arc;
 
@@ -45,11 +48,15 @@ pub struct AppState {
     pub fleet: Fleet,
     pub tokens: Arc<Tokens>,
     pub max_body_bytes: usize,
+    /// The OpenAI- and Ollama-compatible gateway's settings and metrics.
+    pub gateway: crate::gateway::Gateway,
 }
 
 /// The whole API as one router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    let mut worker = workers::router().merge(tasks::worker_router());
+    let mut worker = workers::router()
+        .merge(tasks::worker_router())
+        .merge(streams::worker_router());
     // No layer at all without a token: it costs a boxed future per request.
     if state.tokens.worker.is_some() {
         worker = worker.route_layer(middleware::from_fn_with_state(
@@ -71,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route(paths::HEALTH, get(health))
         .merge(worker)
         .merge(client)
+        .merge(crate::gateway::router(&state))
         .merge(page::router(state.clone()))
         .fallback(no_route)
         .layer(middleware::map_response(json_errors))

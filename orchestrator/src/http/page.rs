@@ -22,6 +22,8 @@ const EVENTS_MIN_GAP: Duration = Duration::from_millis(250);
 const EVENTS_REFRESH: Duration = Duration::from_secs(5);
 /// Failures listed on the page.
 const RECENT_FAILURES: usize = 10;
+/// Running, pending and recently settled tasks listed on the page (each).
+const WORK_SHOWN: usize = 10;
 
 /// `/metrics`, behind the client token (the caller adds the token layer).
 pub fn metrics_router() -> Router<AppState> {
@@ -41,7 +43,11 @@ pub fn router(state: AppState) -> Router<AppState> {
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {
-    let text = metrics::render(&s.fleet.snapshot(false, 0), s.fleet.histograms());
+    let text = metrics::render(
+        &s.fleet.snapshot(false, 0, 0),
+        s.fleet.histograms(),
+        Some(&s.gateway.metrics),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -75,7 +81,11 @@ async fn status_page(State(s): State<AppState>) -> Response {
                 HeaderValue::from_static("no-referrer"),
             ),
         ],
-        Html(page::page(&s.fleet.snapshot(true, RECENT_FAILURES))),
+        Html(page::page(&s.fleet.snapshot(
+            true,
+            RECENT_FAILURES,
+            WORK_SHOWN,
+        ))),
     )
         .into_response()
 }
@@ -85,7 +95,7 @@ async fn event_stream(State(s): State<AppState>) -> Response {
     let sse = events::stream(
         move || {
             let fleet = fleet.clone();
-            async move { fleet.snapshot(true, RECENT_FAILURES) }
+            async move { fleet.snapshot(true, RECENT_FAILURES, WORK_SHOWN) }
         },
         s.fleet.subscribe(),
         {

@@ -6,8 +6,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pifleet_protocol::paths::{self, routes};
 use pifleet_protocol::{
-    task_type, QueueResponse, ResultResponse, StatsResponse, SubmitResponse, TaskStatusResponse,
-    PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN,
+    task_type, QueueResponse, RecentTasksResponse, ResultResponse, StatsResponse, SubmitResponse,
+    TaskStatusResponse, PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN,
 };
 use serde_json::{Map, Value};
 
@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route(paths::SUBMIT, post(submit))
         .route(routes::TASK_STATUS, get(status))
         .route(paths::QUEUE, get(queue))
+        .route(paths::RECENT, get(recent))
         .route(paths::STATS, get(stats))
 }
 
@@ -278,6 +279,17 @@ const DEFAULT_QUEUE_LIMIT: usize = 1000;
 async fn queue(State(s): State<AppState>, q: QueryMap) -> Result<Json<QueueResponse>, AppError> {
     let limit = q.count("limit")?.unwrap_or(DEFAULT_QUEUE_LIMIT);
     Ok(Json(s.fleet.queue(limit)))
+}
+
+/// As many as the fleet remembers (it keeps the last 50 settled tasks).
+const DEFAULT_RECENT_LIMIT: usize = 50;
+
+async fn recent(
+    State(s): State<AppState>,
+    q: QueryMap,
+) -> Result<Json<RecentTasksResponse>, AppError> {
+    let limit = q.count("limit")?.unwrap_or(DEFAULT_RECENT_LIMIT);
+    Ok(Json(s.fleet.recent(limit)))
 }
 
 async fn stats(State(s): State<AppState>) -> Json<StatsResponse> {

@@ -11,8 +11,8 @@ use super::world::{Rng, Run, SimNode};
 use super::Policy;
 use crate::fleet::finish::{choose, expected_finish, temp_trend, Candidate, Choice, Estimate};
 use crate::fleet::finish::{Job, Rules};
-use crate::fleet::speed::{Figures, Sample, SpeedBook};
 use crate::fleet::placement::{NodeFacts, Requirements};
+use crate::fleet::speed::{Figures, Sample, SpeedBook};
 use crate::fleet::Thermal;
 
 /// Per policy: what the simulator prints.
@@ -126,6 +126,8 @@ struct Sim<'a> {
     /// `book.ranking_figures` per node and model, recomputed when the book changes: the same
     /// answers, without hashing a node name per candidate.
     figures: Vec<Vec<Figures>>,
+    /// The eligibility rules' answer per node and model, see `check_rules`.
+    eligible: Vec<Vec<bool>>,
     rr: usize,
     rate: f64,
 }
@@ -174,10 +176,15 @@ impl<'a> Sim<'a> {
             },
             book: SpeedBook::new(),
             figures: Vec::new(),
+            eligible: Vec::new(),
             rr: 0,
             rate: arrival_rate(c),
         };
         s.figures = (0..s.nodes.len()).map(|i| s.node_figures(i)).collect();
+        s.eligible = vec![Vec::new(); s.nodes.len()];
+        for i in 0..s.nodes.len() {
+            s.check_rules(i);
+        }
         for i in 0..s.nodes.len() {
             let mtbf = c.boards[s.nodes[i].board].mtbf_h * 3600.0;
             let at = s.rng.exp(mtbf);
@@ -206,9 +213,17 @@ impl<'a> Sim<'a> {
     }
 
     fn eligible(&self, i: usize, model: usize) -> bool {
-        self.facts(i)
-            .can_run(&self.reqs[model], &self.thermal)
-            .is_ok()
+        self.eligible[i][model]
+    }
+
+    /// Re-runs the eligibility rules for a node after what they read changed (its
+    /// heartbeat, its loaded models, its liveness): the same answers as calling them for
+    /// every candidate, a thousand times cheaper.
+    fn check_rules(&mut self, i: usize) {
+        let ok = (0..self.reqs.len())
+            .map(|m| self.facts(i).can_run(&self.reqs[m], &self.thermal).is_ok())
+            .collect();
+        self.eligible[i] = ok;
     }
 
     fn run(mut self) -> Report {
@@ -513,6 +528,7 @@ impl<'a> Sim<'a> {
             epoch: n.epoch,
         };
         self.at(self.now + left, ev);
+        self.check_rules(i);
     }
 
     fn done(&mut self, i: usize, epoch: u64) {
@@ -574,6 +590,7 @@ impl<'a> Sim<'a> {
                 n.report(self.now, c);
             }
             self.trends[i] = temp_trend(n.temps.iter().copied(), self.now, TREND_WINDOW_S);
+            self.check_rules(i);
         }
         if self.book.refresh(self.now, false) {
             self.figures = (0..self.nodes.len())
@@ -623,6 +640,7 @@ impl<'a> Sim<'a> {
     /// The orchestrator notices the silence: the node's tasks go back to the queue.
     fn detect(&mut self, i: usize) {
         self.nodes[i].alive_seen = false;
+        self.check_rules(i);
         let lost: Vec<usize> = self.nodes[i].lost.drain(..).collect();
         let held: Vec<usize> = self
             .queue
@@ -661,6 +679,7 @@ impl<'a> Sim<'a> {
         n.reserved_s = 0.0;
         n.report(self.now, c);
         let lost: Vec<usize> = n.lost.drain(..).collect();
+        self.check_rules(i);
         let next = self.now + self.rng.exp(b.mtbf_h * 3600.0);
         self.at(next, Ev::Fail(i));
         for t in lost {

@@ -8,6 +8,7 @@
 //! survives a `kill -9`.
 
 pub mod keys;
+pub mod lock;
 pub mod memory;
 mod speeds;
 pub mod sqlite;
@@ -31,6 +32,15 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error(
+        "database {path} has schema version {found}, newer than the {supported} this \
+         orchestrator knows: run the newer pifleet-orchestrator that wrote it, or use another --db"
+    )]
+    SchemaVersion {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
     #[error("stored row {id} is corrupt: {detail}")]
     Corrupt { id: String, detail: String },
     #[error("store thread is gone")]

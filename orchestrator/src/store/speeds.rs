@@ -19,11 +19,13 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<(String, Value)>, StoreError
     let mut out = Vec::new();
     for row in rows {
         let (id, text) = row?;
-        let v = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-            id: id.clone(),
-            detail: format!("node_speeds.speeds: {e}"),
-        })?;
-        out.push((id, v));
+        match serde_json::from_str(&text) {
+            Ok(v) => out.push((id, v)),
+            // Speeds are relearnt from the next results: not a reason to refuse to start.
+            Err(e) => {
+                tracing::warn!(node = %id, error = %e, "stored speeds unreadable; relearning")
+            }
+        }
     }
     Ok(out)
 }

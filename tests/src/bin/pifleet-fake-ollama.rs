@@ -1,4 +1,4 @@
-//! `pifleet-fake-ollama [--listen ADDR] [--model NAME]... [--reply TEXT] [--token-delay-ms N]`
+//! `pifleet-fake-ollama [--listen ADDR] [--model NAME]... [--reply TEXT] [--tokens N] [--token-delay-ms N]`
 //!
 //! The Ollama test double as a process, for scripts and demos on machines without Ollama.
 //! Prints `listening on http://ADDR` once it accepts connections.
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let mut models = Vec::new();
     let mut reply = None;
     let mut token_delay = Duration::ZERO;
+    let mut tokens = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -20,13 +21,18 @@ fn main() -> ExitCode {
             "--listen" => value("--listen").map(|v| listen = v),
             "--model" => value("--model").map(|v| models.push(FakeModel::small(&v))),
             "--reply" => value("--reply").map(|v| reply = Some(v)),
+            "--tokens" => value("--tokens").and_then(|v| {
+                v.parse::<usize>()
+                    .map(|n| tokens = Some(n))
+                    .map_err(|e| format!("--tokens {v}: {e}"))
+            }),
             "--token-delay-ms" => value("--token-delay-ms").and_then(|v| {
                 v.parse::<u64>()
                     .map(|ms| token_delay = Duration::from_millis(ms))
                     .map_err(|e| format!("--token-delay-ms {v}: {e}"))
             }),
             "-h" | "--help" => {
-                println!("usage: pifleet-fake-ollama [--listen ADDR] [--model NAME]... [--reply TEXT] [--token-delay-ms N]");
+                println!("usage: pifleet-fake-ollama [--listen ADDR] [--model NAME]... [--reply TEXT] [--tokens N] [--token-delay-ms N]");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument {other}")),
@@ -48,6 +54,9 @@ fn main() -> ExitCode {
     };
     if let Some(r) = reply {
         fake.set_reply(&r);
+    }
+    if let Some(n) = tokens {
+        fake.set_tokens(n);
     }
     fake.token_delay(token_delay);
     println!("listening on {}", fake.url());

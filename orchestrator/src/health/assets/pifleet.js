@@ -39,6 +39,7 @@
     setHtml("summary", u.summary);
     setHtml("queue", u.queue);
     setHtml("failures", u.failures);
+    setHtml("work", u.work);
     var grid = document.getElementById("nodes");
     var old = {};
     var cards = grid.querySelectorAll("article.node");

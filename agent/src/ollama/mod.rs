@@ -1,12 +1,14 @@
 //! A blocking client for the local Ollama (`docs/api.md` of Ollama): `/api/tags`,
-//! `/api/ps`, and the streaming `/api/chat` and `/api/generate`.
+//! `/api/ps`, `/api/embed`, `/api/show`, and the streaming `/api/chat` and
+//! `/api/generate` (read line by line in [`stream`]).
 //!
 //! Ollama writes no response head until the first token exists (a cold model load on a Pi
 //! is a long silence), so the first-token timeout is the wait for the head plus the wait
 //! for the first content line, and the same bound applies to each later read so a stream
 //! that stalls mid-way is caught too. The total timeout bounds everything.
 
-use std::io::{BufRead, BufReader};
+mod stream;
+
 use std::time::{Duration, Instant};
 
 use pifleet_protocol::{LoadedModel, ModelInfo};
@@ -15,40 +17,12 @@ use serde_json::Value;
 
 use crate::error::OllamaError;
 
+pub use stream::{Generation, Kind, Limits, Streaming};
+
 /// How many times a 503 "server busy" is retried before giving up on this node.
 const BUSY_ATTEMPTS: u32 = 6;
 /// Bound for the small metadata calls; a local Ollama answers these in milliseconds.
 const META_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Timeouts for one generation.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub first_token: Duration,
-    pub total: Duration,
-}
-
-/// What a finished generation produced, with Ollama's own statistics when it sent them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Generation {
-    pub model: String,
-    pub text: String,
-    pub prompt_eval_count: Option<u64>,
-    pub eval_count: Option<u64>,
-    pub total_duration_ns: Option<u64>,
-    pub load_duration_ns: Option<u64>,
-    pub eval_duration_ns: Option<u64>,
-    /// Wall time measured here, for when Ollama sends no statistics.
-    pub wall: Duration,
-    /// How many 503 answers were retried.
-    pub busy_retries: u32,
-}
-
-impl Generation {
-    pub fn tokens_per_s(&self) -> Option<f64> {
-        let (n, ns) = (self.eval_count?, self.eval_duration_ns?);
-        (ns > 0).then(|| n as f64 / (ns as f64 / 1e9))
-    }
-}
 
 #[derive(Clone)]
 pub struct Ollama {
@@ -178,28 +152,65 @@ impl Ollama {
             .collect())
     }
 
-    /// `POST /api/chat`, streamed. `body` is the request without `stream`.
+    /// `POST /api/chat`, streamed and read to its end. `body` is the request without `stream`.
     pub fn chat(&self, body: Value, limits: Limits) -> Result<Generation, OllamaError> {
-        self.stream("/api/chat", body, limits, true)
+        self.stream(Kind::Chat, body, limits)?.to_end()
     }
 
-    /// `POST /api/generate`, streamed.
+    /// `POST /api/generate`, streamed and read to its end.
     pub fn generate(&self, body: Value, limits: Limits) -> Result<Generation, OllamaError> {
-        self.stream("/api/generate", body, limits, false)
+        self.stream(Kind::Generate, body, limits)?.to_end()
     }
 
-    fn stream(
+    /// Starts a streamed generation: returns once Ollama has answered 200 (it sends its
+    /// head with the first token), for the caller to read line by line.
+    pub fn stream(
         &self,
-        path: &str,
+        kind: Kind,
         mut body: Value,
         limits: Limits,
-        chat: bool,
-    ) -> Result<Generation, OllamaError> {
+    ) -> Result<Streaming, OllamaError> {
         body["stream"] = Value::Bool(true);
         let start = Instant::now();
+        let (resp, busy_retries) = self.open(kind.path(), &body, limits, start)?;
+        let model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(Streaming::new(
+            resp.into_body().into_reader(),
+            kind,
+            model,
+            limits,
+            start,
+            busy_retries,
+        ))
+    }
+
+    /// A non-streaming `POST` (`/api/embed`, `/api/show`): Ollama's JSON answer.
+    pub fn post(&self, path: &str, body: &Value, limits: Limits) -> Result<Value, OllamaError> {
+        let (mut resp, _) = self.open(path, body, limits, Instant::now())?;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| OllamaError::Stream(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| OllamaError::Decode(format!("{path}: {e}")))
+    }
+
+    /// Sends `body` and waits for a 200 head within the first-token bound, retrying 503
+    /// "server busy" with backoff; the answer and how many 503s were retried.
+    fn open(
+        &self,
+        path: &str,
+        body: &Value,
+        limits: Limits,
+        start: Instant,
+    ) -> Result<(ureq::http::Response<ureq::Body>, u32), OllamaError> {
         let mut busy_retries = 0;
         let mut backoff = self.retry_base;
-        let resp = loop {
+        loop {
             let remaining = limits.total.saturating_sub(start.elapsed());
             if remaining.is_zero() {
                 return Err(OllamaError::TotalTimeout(limits.total));
@@ -213,7 +224,7 @@ impl Ollama {
                 .timeout_recv_response(Some(first))
                 .timeout_per_read(Some(first))
                 .build()
-                .send_json(&body);
+                .send_json(body);
             let mut resp = match result {
                 Ok(r) => r,
                 Err(ureq::Error::Timeout(t)) => {
@@ -227,7 +238,7 @@ impl Ollama {
             };
             let status = resp.status().as_u16();
             if status == 200 {
-                break resp;
+                return Ok((resp, busy_retries));
             }
             let text = resp.body_mut().read_to_string().unwrap_or_default();
             let message = error_message(&text);
@@ -247,84 +258,6 @@ impl Ollama {
                     backoff = (backoff * 2).min(self.retry_max);
                 }
                 _ => return Err(OllamaError::Status { status, message }),
-            }
-        };
-
-        let mut gen = Generation {
-            model: body
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            busy_retries,
-            ..Generation::default()
-        };
-        let mut reader = BufReader::new(resp.into_body().into_reader());
-        let mut line = String::new();
-        let mut got_token = false;
-        loop {
-            line.clear();
-            let n = match reader.read_line(&mut line) {
-                Ok(n) => n,
-                Err(e) => {
-                    let elapsed = start.elapsed();
-                    return Err(if elapsed >= limits.total {
-                        OllamaError::TotalTimeout(limits.total)
-                    } else if e.kind() == std::io::ErrorKind::TimedOut && !got_token {
-                        OllamaError::FirstTokenTimeout(limits.first_token)
-                    } else if e.kind() == std::io::ErrorKind::TimedOut {
-                        OllamaError::Stream(format!(
-                            "no data for {:?} after the first token",
-                            limits.first_token
-                        ))
-                    } else {
-                        OllamaError::Stream(e.to_string())
-                    });
-                }
-            };
-            if n == 0 {
-                return Err(OllamaError::Stream(
-                    "stream ended before the final `done` object".to_string(),
-                ));
-            }
-            let trimmed = line.trim();
-            if trimmed.is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(trimmed)
-                .map_err(|e| OllamaError::Decode(format!("{path} line: {e}")))?;
-            if let Some(err) = v.get("error") {
-                let msg = err
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| err.to_string());
-                return Err(OllamaError::Stream(msg));
-            }
-            let piece = if chat {
-                v.pointer("/message/content").and_then(Value::as_str)
-            } else {
-                v.get("response").and_then(Value::as_str)
-            };
-            if let Some(p) = piece.filter(|p| !p.is_empty()) {
-                if !got_token && start.elapsed() > limits.first_token {
-                    // Headers came early but the first real token did not.
-                    return Err(OllamaError::FirstTokenTimeout(limits.first_token));
-                }
-                got_token = true;
-                gen.text.push_str(p);
-            }
-            if v.get("done").and_then(Value::as_bool) == Some(true) {
-                let num = |k: &str| v.get(k).and_then(Value::as_u64);
-                gen.prompt_eval_count = num("prompt_eval_count");
-                gen.eval_count = num("eval_count");
-                gen.total_duration_ns = num("total_duration");
-                gen.load_duration_ns = num("load_duration");
-                gen.eval_duration_ns = num("eval_duration");
-                if let Some(m) = v.get("model").and_then(Value::as_str) {
-                    gen.model = m.to_string();
-                }
-                gen.wall = start.elapsed();
-                return Ok(gen);
             }
         }
     }

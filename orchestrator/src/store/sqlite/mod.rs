@@ -1,14 +1,16 @@
 //! The default store: one SQLite file in WAL mode.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-use std::time::Duration;
 
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::{Mutation, Snapshot, Store, StoreError, TaskRow, WorkerRow};
+mod checkpoint;
+mod load;
+
+use checkpoint::{Checkpointer, AUTOCHECKPOINT_PAGES};
+
+use super::{Mutation, Snapshot, Store, StoreError};
 
 /// How hard SQLite works to keep a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -59,6 +61,16 @@ CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- Rows that did not parse at start, kept as they were (untyped columns) with the reason.
+CREATE TABLE IF NOT EXISTS quarantined_tasks (
+    id, type, data, priority, state, assigned_to, attempt, failures, max_attempts, timeout_s,
+    result, error, created_at, updated_at, assigned_at, not_before, seq, settled_by,
+    settled_attempt, reason TEXT, quarantined_at REAL
+);
+CREATE TABLE IF NOT EXISTS quarantined_workers (
+    id, worker_type, capabilities, registered_at, last_seen, draining, dead, tasks_completed,
+    tasks_failed, metrics, reason TEXT, quarantined_at REAL
+);
 ";
 
 /// 1: tasks, workers, counters. 2: the key and credential tables of [`super::keys`].
@@ -67,67 +79,6 @@ pub const SCHEMA_VERSION: i64 = 2;
 pub struct SqliteStore {
     conn: Connection,
     _checkpointer: Option<Checkpointer>,
-}
-
-/// Copies the WAL back into the database from its own connection, so the fsyncs of a
-/// checkpoint do not stall the thread that commits (and with it every acknowledgement).
-/// SQLite's own auto-checkpoint stays on, at a higher threshold, as a bound on the WAL.
-struct Checkpointer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    join: Option<thread::JoinHandle<()>>,
-}
-
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// Pages (4 KiB) the WAL may reach before a commit checkpoints by itself.
-const AUTOCHECKPOINT_PAGES: u32 = 16_384;
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.execute_batch("PRAGMA busy_timeout=5000;")
-            .map_err(open_err)?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = stop.clone();
-        let join = thread::Builder::new()
-            .name("pifleet-checkpoint".into())
-            .spawn(move || {
-                let (lock, cv) = &*flag;
-                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    let (guard, _) = cv
-                        .wait_timeout(stopped, CHECKPOINT_EVERY)
-                        .unwrap_or_else(|p| p.into_inner());
-                    stopped = guard;
-                    if *stopped {
-                        break;
-                    }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "background checkpoint failed");
-                    }
-                }
-            })
-            .map_err(StoreError::Thread)?;
-        Ok(Checkpointer {
-            stop,
-            join: Some(join),
-        })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
 }
 
 impl SqliteStore {
@@ -149,16 +100,16 @@ impl SqliteStore {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(open_err)?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::Corrupt {
-                id: path.display().to_string(),
-                detail: format!(
-                    "schema version {version} is newer than this orchestrator's {SCHEMA_VERSION}"
-                ),
+            return Err(StoreError::SchemaVersion {
+                path: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(super::keys::SCHEMA).map_err(open_err)?;
-        conn.execute_batch(super::speeds::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(super::speeds::SCHEMA)
+            .map_err(open_err)?;
         conn.execute_batch(&format!(
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))
@@ -179,152 +130,9 @@ fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
-fn parse_json(id: &str, column: &str, text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        detail: format!("{column}: {e}"),
-    })
-}
-
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let mut snap = Snapshot::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT id, type, data, priority, state, assigned_to, attempt, failures, max_attempts,
-                    timeout_s, result, error, created_at, updated_at, assigned_at, not_before, seq,
-                    settled_by, settled_attempt
-             FROM tasks ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, f64>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-                (
-                    r.get::<_, f64>(12)?,
-                    r.get::<_, f64>(13)?,
-                    r.get::<_, Option<f64>>(14)?,
-                    r.get::<_, Option<f64>>(15)?,
-                    r.get::<_, i64>(16)?,
-                    r.get::<_, Option<String>>(17)?,
-                    r.get::<_, Option<i64>>(18)?,
-                ),
-            ))
-        })?;
-        for row in rows {
-            let (
-                id,
-                task_type,
-                data,
-                priority,
-                state,
-                assigned_to,
-                attempt,
-                failures,
-                max_attempts,
-                timeout_s,
-                result,
-                error,
-                (created_at, updated_at, assigned_at, not_before, seq, settled_by, settled_attempt),
-            ) = row?;
-            let data = Arc::new(parse_json(&id, "data", &data)?);
-            let result = match result {
-                Some(r) => Some(Arc::new(parse_json(&id, "result", &r)?)),
-                None => None,
-            };
-            snap.tasks.push(TaskRow {
-                task_type,
-                data,
-                priority: priority.clamp(1, 10) as u8,
-                state,
-                assigned_to,
-                attempt: attempt.max(0) as u32,
-                failures: failures.max(0) as u32,
-                max_attempts: max_attempts.max(1) as u32,
-                timeout_s,
-                result,
-                error,
-                created_at,
-                updated_at,
-                assigned_at,
-                not_before,
-                seq: seq.max(0) as u64,
-                settled_by,
-                settled_attempt: settled_attempt.map(|a| a.max(0) as u32),
-                id,
-            });
-        }
-        drop(stmt);
-
-        let mut stmt = self.conn.prepare(
-            "SELECT id, worker_type, capabilities, registered_at, last_seen, draining, dead,
-                    tasks_completed, tasks_failed, metrics FROM workers ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, f64>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })?;
-        for row in rows {
-            let (
-                id,
-                worker_type,
-                caps,
-                registered_at,
-                last_seen,
-                draining,
-                dead,
-                done,
-                failed,
-                metrics,
-            ) = row?;
-            let capabilities = parse_json(&id, "capabilities", &caps)?;
-            let metrics = match metrics {
-                Some(m) => Some(parse_json(&id, "metrics", &m)?),
-                None => None,
-            };
-            snap.workers.push(WorkerRow {
-                id,
-                worker_type,
-                capabilities,
-                registered_at,
-                last_seen,
-                draining,
-                dead,
-                tasks_completed: done.max(0) as u64,
-                tasks_failed: failed.max(0) as u64,
-                metrics,
-            });
-        }
-        drop(stmt);
-
-        let mut stmt = self.conn.prepare("SELECT key, value FROM counters")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (k, v) = row?;
-            snap.counters.push((k, v.max(0) as u64));
-        }
-        drop(stmt);
-        snap.speeds = super::speeds::load(&self.conn)?;
-        Ok(snap)
+        load::load(&mut self.conn)
     }
 
     fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
@@ -454,7 +262,9 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{TaskRow, WorkerRow};
     use serde_json::json;
+    use std::sync::Arc;
 
     fn task(id: &str, state: &str) -> TaskRow {
         TaskRow {
@@ -544,5 +354,72 @@ mod tests {
         ]);
         assert!(err.is_err());
         assert!(s.load().unwrap().tasks.is_empty());
+    }
+
+    #[test]
+    fn a_row_that_does_not_parse_is_quarantined_and_the_rest_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut b = task("b", "pending");
+        b.seq = 2;
+        {
+            let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+            s.apply(&[
+                Mutation::PutTask(task("a", "pending")),
+                Mutation::PutTask(b.clone()),
+            ])
+            .unwrap();
+            s.conn
+                .execute("UPDATE tasks SET data = '{not json' WHERE id = 'a'", [])
+                .unwrap();
+            s.conn
+                .execute(
+                    "INSERT INTO workers VALUES ('pi', 'pi', 'oops', 1.0, 2.0, 0, 0, 0, 0, NULL)",
+                    [],
+                )
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let snap = s.load().expect("one bad row does not stop the load");
+        assert_eq!(snap.tasks, vec![b.clone()]);
+        assert!(snap.workers.is_empty());
+        let (id, data, reason): (String, String, String) = s
+            .conn
+            .query_row("SELECT id, data, reason FROM quarantined_tasks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((id.as_str(), data.as_str()), ("a", "{not json"));
+        assert!(reason.starts_with("data: invalid JSON"), "{reason}");
+        let reason: String = s
+            .conn
+            .query_row("SELECT reason FROM quarantined_workers", [], |r| r.get(0))
+            .unwrap();
+        assert!(reason.starts_with("capabilities:"), "{reason}");
+        // Set aside once: the next start loads the good rows and quarantines nothing new.
+        drop(s);
+        let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        assert_eq!(s.load().unwrap().tasks, vec![b]);
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM quarantined_tasks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 7;")
+            .unwrap();
+        let err = SqliteStore::open(&path, Durability::Normal)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("schema version 7"), "{err}");
+        assert!(!err.contains("corrupt"), "{err}");
     }
 }
