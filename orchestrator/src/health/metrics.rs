@@ -318,7 +318,7 @@ mod tests {
             nodes: vec![d],
             ..Default::default()
         };
-        let text = render(&s, &Histograms::default());
+        let text = render(&s, &Histograms::default(), None);
         for line in [
             r#"pifleet_node_generation_tokens_per_second{node="pi-1",model="llama3.2:1b"} 9.5"#,
             r#"pifleet_node_prompt_tokens_per_second{node="pi-1",model="llama3.2:1b"} 40.0"#,
