@@ -5,9 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
-use pifleet_system_tests::fleet::{
-    free_port, get, scratch, start_agent, start_orchestrator, submit, wait_for, wait_task,
-};
+use pifleet_system_tests::fleet::{get, start_agent, submit, tempdir, wait_for, wait_task, Orch};
 use serde_json::{json, Value};
 
 const MODEL: &str = "llama3.2:1b";
@@ -59,10 +57,10 @@ const REPLY: &str = "Sunlight is scattered by the molecules of the air, and shor
 
 #[test]
 fn tasks_one_at_a_time_go_to_the_faster_node_once_it_is_measured() {
-    let dir = scratch("placement-speed");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _orch = start_orchestrator(&dir, port, &dir.join("pifleet.db"), &[]);
+    let tmp = tempdir("placement-speed");
+    let dir = tmp.path();
+    let mut orch = Orch::start_in(dir, &[]);
+    let base = orch.base.clone();
 
     let slow = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
     let fast = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
@@ -81,14 +79,14 @@ fn tasks_one_at_a_time_go_to_the_faster_node_once_it_is_measured() {
     let [sp, ss] = roots("slow");
     let [fp, fs] = roots("fast");
     let _a = start_agent(
-        &dir,
+        dir,
         "pi-slow",
         &base,
         &slow.url(),
         &[("PIFLEET_PROC_ROOT", &sp), ("PIFLEET_SYS_ROOT", &ss)],
     );
     let _b = start_agent(
-        &dir,
+        dir,
         "pi-fast",
         &base,
         &fast.url(),
@@ -131,4 +129,14 @@ fn tasks_one_at_a_time_go_to_the_faster_node_once_it_is_measured() {
         fast_gen > 5.0 * slow_gen,
         "fast {fast_gen} vs slow {slow_gen}"
     );
+    // What was learnt survives a restart of the orchestrator.
+    orch.restart();
+    let node = get(&base, "/api/nodes/pi-fast").unwrap();
+    let again = node["speeds"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["model"] == MODEL))
+        .unwrap_or_else(|| panic!("no speeds after a restart: {node}"))
+        .clone();
+    assert_eq!(again["source"], "measured", "{again}");
+    assert_eq!(again["gen_tps"], speed["gen_tps"], "{again}");
 }
