@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ClientError;
+use crate::http;
 
 /// Bound for the ordinary calls; long polls add their wait to it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,12 +26,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .user_agent(concat!("pifleet-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let agent = http::agent(Duration::from_secs(5));
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -53,10 +49,7 @@ impl Client {
             .read_to_string()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| body.trim().chars().take(300).collect());
+            let message = http::error_message(&body);
             return Err(ClientError::Status { status, message });
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))

@@ -22,7 +22,7 @@
 //! | `activity.rs` | what the node is doing now: running tasks, drain, status, LED |
 //! | `watchdog.rs` | systemd notify, progress deadlines ([`watchdog::Beat`]), [`watchdog::Stop`] |
 //! | `retry.rs`, `rng.rs` | backoff, jitter, quiet failure logging; the seedable PRNG |
-//! | `client.rs`, `ollama/` | the orchestrator's and the local Ollama's HTTP APIs |
+//! | `client.rs`, `ollama/`, `http.rs` | the orchestrator's and the local Ollama's HTTP APIs |
 //! | `runner.rs` | one task in, one outcome out, per task type; `outcome.rs` builds them |
 //! | `gateway.rs`, `relay.rs` | `ollama_api` tasks; streaming their chunks to the orchestrator |
 //! | `evolution.rs` | the native crossover and mutation tasks |
@@ -49,6 +49,7 @@ pub mod evolution;
 pub mod gateway;
 pub mod gpio;
 pub mod heartbeat;
+pub mod http;
 pub mod node;
 pub mod ollama;
 pub mod outcome;

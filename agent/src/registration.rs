@@ -114,6 +114,7 @@ impl Registrar {
             worker_id: self.cfg.id.clone(),
             worker_type: Some(self.cfg.worker_type.clone()),
             capabilities: self.capabilities(models.clone()),
+            want_credential: false,
         };
         let resp = self.client.register(&req)?;
         **last = models.as_deref().map(model_names);

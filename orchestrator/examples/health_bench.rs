@@ -63,6 +63,7 @@ fn main() {
                 pi_model: Some("Raspberry Pi 5 Model B Rev 1.0".into()),
                 ..Default::default()
             },
+            want_credential: false,
         });
         for beat in 0..history {
             fleet

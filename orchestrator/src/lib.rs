@@ -47,7 +47,12 @@ pub use http::{app, AppState, Tokens};
 
 use clock::{Clock, SystemClock};
 use config::{Config, DbLocation};
+use keys::Auth;
+use store::keys::AuthDb;
 use store::{MemoryStore, SqliteStore, Store, StoreError, StoreHandle};
+
+/// How often forgets and revokes are looked for without a request, and key use written.
+const KEYS_EVERY_S: f64 = 2.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -71,10 +76,21 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Loads everything the store holds and starts the store thread.
+    /// Loads everything the store holds and starts the store thread. No key or
+    /// credential tables: only the configured tokens count.
     pub fn open(
         config: &Config,
+        store: Box<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RunError> {
+        Orchestrator::open_with_keys(config, store, None, clock)
+    }
+
+    /// As [`Orchestrator::open`], with the key and credential tables of `keys`.
+    pub fn open_with_keys(
+        config: &Config,
         mut store: Box<dyn Store>,
+        keys: Option<AuthDb>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, RunError> {
         let snapshot = store.load()?;
@@ -84,11 +100,19 @@ impl Orchestrator {
             "store loaded"
         );
         let (handle, _join) = StoreHandle::spawn(store).map_err(RunError::Thread)?;
-        let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock);
+        let fleet = Fleet::new(config.limits.clone(), handle, snapshot, clock.clone());
+        let auth = Arc::new(Auth::new(
+            config.tokens.worker.clone(),
+            config.tokens.client.clone(),
+            keys,
+            fleet.clone(),
+            clock,
+        ));
         Ok(Orchestrator {
             state: AppState {
                 gateway: gateway::Gateway::new(fleet.clone(), config.gateway.clone()),
                 fleet,
+                auth,
                 tokens: Arc::new(config.tokens.clone()),
                 max_body_bytes: config.max_body_bytes,
             },
@@ -101,17 +125,19 @@ impl Orchestrator {
     /// Opens the store the configuration names; a database file is locked first, so a
     /// second orchestrator on the same file refuses to start.
     pub fn open_configured(config: &Config) -> Result<Self, RunError> {
-        let (store, lock): (Box<dyn Store>, _) = match &config.db {
+        let (store, keys, lock): (Box<dyn Store>, _, _) = match &config.db {
             DbLocation::File(path) => {
                 let lock = store::lock::DbLock::acquire(path)?;
                 (
                     Box::new(SqliteStore::open(path, config.durability)?),
+                    Some(AuthDb::open(path)?),
                     Some(lock),
                 )
             }
-            DbLocation::Memory => (Box::new(MemoryStore::new()), None),
+            DbLocation::Memory => (Box::new(MemoryStore::new()), None, None),
         };
-        let mut orchestrator = Orchestrator::open(config, store, Arc::new(SystemClock))?;
+        let mut orchestrator =
+            Orchestrator::open_with_keys(config, store, keys, Arc::new(SystemClock))?;
         orchestrator.lock = lock;
         Ok(orchestrator)
     }
@@ -144,6 +170,26 @@ impl Orchestrator {
                 }
             })
         };
+        // Picks up forgets and revokes even when no request comes, and writes when keys
+        // were last used; both touch SQLite, so off the async threads.
+        let key_keeper = {
+            let auth = self.state.auth.clone();
+            let period = Duration::from_secs_f64(self.tick_s.max(KEYS_EVERY_S));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let auth = auth.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        auth.sync();
+                        auth.flush_usage();
+                    })
+                    .await;
+                }
+            })
+        };
+        let auth = self.state.auth.clone();
         let on_shutdown = {
             let fleet = fleet.clone();
             async move {
@@ -196,7 +242,9 @@ impl Orchestrator {
             let _ = g.await;
         }
         ticker.abort();
+        key_keeper.abort();
         fleet.shutdown();
+        let _ = tokio::task::spawn_blocking(move || auth.flush_usage()).await;
         // Everything acknowledged is committed already; this waits for the rest.
         if let Err(e) = fleet::committed(fleet.store_barrier()).await {
             tracing::error!(error = %e, "final store flush failed");

@@ -648,26 +648,26 @@ async fn bad_input_is_answered_4xx_and_the_queue_keeps_serving() {
             "body: invalid JSON",
         ),
         ("POST", "/api/tasks/submit", "".into(), 400, "body:"),
-        ("POST", "/api/tasks/submit", "null".into(), 422, "body:"),
-        ("POST", "/api/tasks/submit", "[1,2]".into(), 422, "body:"),
+        ("POST", "/api/tasks/submit", "null".into(), 400, "body:"),
+        ("POST", "/api/tasks/submit", "[1,2]".into(), 400, "body:"),
         (
             "POST",
             "/api/tasks/submit",
-            r#"{"type": "t", "priority": "high"}"#.into(),
+            r#"{"type": "t", "data": {}, "priority": "high"}"#.into(),
             422,
             "priority:",
         ),
         (
             "POST",
             "/api/tasks/submit",
-            r#"{"type": "t", "priority": 11}"#.into(),
+            r#"{"type": "t", "data": {}, "priority": 11}"#.into(),
             422,
             "priority:",
         ),
         (
             "POST",
             "/api/tasks/submit",
-            r#"{"type": "t", "priority": 0}"#.into(),
+            r#"{"type": "t", "data": {}, "priority": 0}"#.into(),
             422,
             "priority:",
         ),
@@ -675,14 +675,14 @@ async fn bad_input_is_answered_4xx_and_the_queue_keeps_serving() {
             "POST",
             "/api/tasks/submit",
             r#"{"data": {}}"#.into(),
-            422,
+            400,
             "type:",
         ),
         (
             "POST",
             "/api/tasks/submit",
             r#"{"type": null}"#.into(),
-            422,
+            400,
             "type:",
         ),
         (
@@ -706,27 +706,27 @@ async fn bad_input_is_answered_4xx_and_the_queue_keeps_serving() {
             "POST",
             "/api/workers/register",
             "{}".into(),
+            400,
+            "worker_id",
+        ),
+        (
+            "POST",
+            "/api/workers/register",
+            r#"{"worker_id": 5, "worker_type": "pi", "capabilities": {}}"#.into(),
             422,
             "worker_id",
         ),
         (
             "POST",
             "/api/workers/register",
-            r#"{"worker_id": 5}"#.into(),
+            r#"{"worker_id": "", "worker_type": "pi", "capabilities": {}}"#.into(),
             422,
             "worker_id",
         ),
         (
             "POST",
             "/api/workers/register",
-            r#"{"worker_id": ""}"#.into(),
-            422,
-            "worker_id",
-        ),
-        (
-            "POST",
-            "/api/workers/register",
-            r#"{"worker_id": "x", "capabilities": {"slots": "two"}}"#.into(),
+            r#"{"worker_id": "x", "worker_type": "pi", "capabilities": {"slots": "two"}}"#.into(),
             422,
             "capabilities.slots",
         ),
@@ -756,14 +756,14 @@ async fn bad_input_is_answered_4xx_and_the_queue_keeps_serving() {
             "POST",
             "/api/tasks/x/result",
             "{}".into(),
-            422,
+            400,
             "worker_id:",
         ),
         (
             "POST",
             "/api/tasks/x/result",
             r#"{"worker_id": "w"}"#.into(),
-            422,
+            400,
             "result:",
         ),
         (
@@ -835,7 +835,7 @@ async fn tokens_guard_workers_and_clients_separately() {
         }
         b.body(axum::body::Body::from(body.to_string())).unwrap()
     };
-    let reg = json!({"worker_id": "w"});
+    let reg = json!({"worker_id": "w", "worker_type": "pi", "capabilities": {}});
     let (s, v) = h
         .send(req("POST", "/api/workers/register", None, reg.clone()))
         .await;
@@ -859,7 +859,7 @@ async fn tokens_guard_workers_and_clients_separately() {
         ))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let sub = json!({"type": "t"});
+    let sub = json!({"type": "t", "data": {}});
     let (s, _) = h
         .send(req(
             "POST",

@@ -195,7 +195,7 @@ async fn sigterm_answers_waiting_polls_and_exits_cleanly() {
         addr,
         "POST",
         "/api/workers/register",
-        Some(json!({"worker_id": "w"})),
+        Some(json!({"worker_id": "w", "worker_type": "pi", "capabilities": {}})),
     )
     .await;
     let poll =

@@ -269,8 +269,12 @@ impl WorkerState {
 pub struct HealthResponse {
     /// `"healthy"`.
     pub status: String,
-    pub workers_online: u64,
-    pub tasks_pending: u64,
+    /// Absent when the request carried no valid token and tokens are configured: the
+    /// fleet's size is nobody else's business.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_online: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_pending: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -290,6 +294,11 @@ pub struct RegisterRequest {
     pub worker_type: Option<String>,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Asks for a credential of the node's own (pifleet agents do; seed workers do not,
+    /// and keep using the shared token). Granted on a registration with the join token
+    /// for an id that has none, when the orchestrator keeps a database file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub want_credential: bool,
 }
 
 /// What a node can do. The seed sends `models` and `max_tokens`; the rest is pifleet's.
@@ -350,6 +359,10 @@ pub struct RegisterResponse {
     /// The longest `?wait=` the orchestrator honours on a poll, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_s: Option<u64>,
+    /// The node's own credential, issued once (see [`RegisterRequest::want_credential`]):
+    /// keep it (mode 0600) and send it as the bearer token on every later call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// The heartbeat body. The seed sends none; an empty body is a valid heartbeat.

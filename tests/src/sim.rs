@@ -88,6 +88,7 @@ impl SimAgent {
                 worker_id: self.id.clone(),
                 worker_type: Some("pifleet-agent".into()),
                 capabilities: caps,
+                want_credential: false,
             },
         );
         assert_eq!(status, 200, "register {}: {v}", self.id);

@@ -97,13 +97,7 @@ impl RawConfig {
             fix: format!("give {kind}"),
         };
         let s = || Some(value.to_string());
-        let f = || {
-            value
-                .trim()
-                .parse::<f64>()
-                .map(Some)
-                .map_err(|_| num_err("a number"))
-        };
+        let f = || number::<f64>(value, || num_err("a number"));
         match key {
             "orchestrator_url" => self.orchestrator_url = s(),
             "worker_token" => self.worker_token = s(),
@@ -116,34 +110,15 @@ impl RawConfig {
             "poll_interval_s" => self.poll_interval_s = f()?,
             "task_timeout_s" => self.task_timeout_s = f()?,
             "first_token_timeout_s" => self.first_token_timeout_s = f()?,
-            "slots" => {
-                self.slots = Some(
-                    value
-                        .trim()
-                        .parse()
-                        .map_err(|_| num_err("a whole number"))?,
-                )
-            }
-            "led_pin" => {
-                self.led_pin = Some(
-                    value
-                        .trim()
-                        .parse()
-                        .map_err(|_| num_err("a BCM GPIO number 0-27"))?,
-                )
-            }
+            "slots" => self.slots = number(value, || num_err("a whole number"))?,
+            "led_pin" => self.led_pin = number(value, || num_err("a BCM GPIO number 0-27"))?,
             "proc_root" => self.proc_root = s(),
             "sys_root" => self.sys_root = s(),
             "default_model" => self.default_model = s(),
             "keep_alive" => self.keep_alive = s(),
             "log_level" => self.log_level = s(),
             "retry_base_ms" => {
-                self.retry_base_ms = Some(
-                    value
-                        .trim()
-                        .parse()
-                        .map_err(|_| num_err("a whole number of milliseconds"))?,
-                )
+                self.retry_base_ms = number(value, || num_err("a whole number of milliseconds"))?
             }
             "retry_max_s" => self.retry_max_s = f()?,
             "stop_grace_s" => self.stop_grace_s = f()?,
@@ -151,4 +126,9 @@ impl RawConfig {
         }
         Ok(())
     }
+}
+
+/// `value` as a number of type `T`, or the error `err` makes.
+fn number<T: std::str::FromStr>(value: &str, err: impl Fn() -> Error) -> Result<Option<T>, Error> {
+    value.trim().parse().map(Some).map_err(|_| err())
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::OllamaError;
+use crate::http::{self, error_message};
 
 pub use stream::{Generation, Kind, Limits, Streaming};
 
@@ -63,21 +64,9 @@ fn transport(e: ureq::Error) -> OllamaError {
     OllamaError::Transport(e.to_string())
 }
 
-fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| body.trim().chars().take(300).collect())
-}
-
 impl Ollama {
     pub fn new(base: &str, retry_base: Duration, retry_max: Duration) -> Ollama {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .user_agent(concat!("pifleet-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let agent = http::agent(Duration::from_secs(3));
         Ollama {
             base: base.trim_end_matches('/').to_string(),
             agent,

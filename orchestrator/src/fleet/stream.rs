@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 /// Lines in flight between one agent and its client. Small on purpose: a slow client

@@ -201,8 +201,8 @@ impl Fleet {
         let w = inner.worker_counts();
         HealthResponse {
             status: "healthy".into(),
-            workers_online: w.online + w.busy,
-            tasks_pending: inner.tally.pending,
+            workers_online: Some(w.online + w.busy),
+            tasks_pending: Some(inner.tally.pending),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }
     }

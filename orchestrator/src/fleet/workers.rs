@@ -56,6 +56,7 @@ impl Fleet {
                 worker_id: req.worker_id,
                 heartbeat_interval_s: Some(l.heartbeat_interval_s.ceil().max(1.0) as u64),
                 max_wait_s: Some(l.max_wait_s.floor() as u64),
+                credential: None,
             },
             commit,
         )

@@ -69,15 +69,33 @@ fn body_json(api: Api, body: Result<Bytes, BytesRejection>) -> Result<Value, Gat
     Ok(v)
 }
 
-/// `X-Pifleet-Priority: 1-10`, else the configured gateway priority.
+/// `X-Pifleet-Priority: 1-10` (at most the key's maximum), else the key's default
+/// priority, else the configured gateway priority.
 fn priority(gw: &Gateway, api: Api, headers: &HeaderMap) -> Result<u8, GatewayError> {
+    let asked = asked_priority(api, headers)?;
+    let Some(charge) = &gw.key else {
+        return Ok(asked.unwrap_or(gw.cfg.priority));
+    };
+    let key = &charge.caller.key;
+    if asked.is_none() && key.priority.is_none() {
+        return Ok(gw
+            .cfg
+            .priority
+            .min(key.max_priority.unwrap_or(PRIORITY_MAX)));
+    }
+    key.priority_for(asked)
+        .map_err(|m| GatewayError::new(api, StatusCode::FORBIDDEN, m))
+}
+
+fn asked_priority(api: Api, headers: &HeaderMap) -> Result<Option<u8>, GatewayError> {
     let Some(v) = headers.get("x-pifleet-priority") else {
-        return Ok(gw.cfg.priority);
+        return Ok(None);
     };
     v.to_str()
         .ok()
         .and_then(|s| s.trim().parse::<u8>().ok())
         .filter(|p| (PRIORITY_MIN..=PRIORITY_MAX).contains(p))
+        .map(Some)
         .ok_or_else(|| {
             GatewayError::bad_request(
                 api,

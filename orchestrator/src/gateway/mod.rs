@@ -12,8 +12,9 @@
 //! | `POST /api/embed`, `POST /api/show` | run by a node that has the model |
 //! | `GET /api/tags`, `GET /api/ps`, `GET /api/version` | from the fleet's state |
 //!
-//! Auth: the client token is the API key (`Authorization: Bearer`). Priority:
-//! `X-Pifleet-Priority: 1-10`, else `gateway_priority`.
+//! Auth: a client key of role `submit` or more, or the client token
+//! (`Authorization: Bearer`). Priority: `X-Pifleet-Priority: 1-10` (at most the key's
+//! maximum), else the key's default priority, else `gateway_priority`.
 
 pub mod catalog;
 pub mod error;
@@ -26,8 +27,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -35,6 +36,7 @@ use axum::{Extension, Router};
 
 use crate::fleet::Fleet;
 use crate::http::AppState;
+use crate::keys::{Auth, Caller, Denied};
 use error::{Api, GatewayError};
 
 /// Gateway requests run ahead of batch work submitted at the seed's default 5.
@@ -67,6 +69,16 @@ pub struct Gateway {
     pub fleet: Fleet,
     pub cfg: Arc<GatewayConfig>,
     pub metrics: metrics::GatewayMetrics,
+    /// The client key of this request (set per request by the auth layer): its priority
+    /// default and cap, and whom its tasks' tokens are charged to.
+    pub key: Option<KeyCharge>,
+}
+
+/// A request's client key and where to count its tasks.
+#[derive(Clone)]
+pub struct KeyCharge {
+    pub auth: Arc<Auth>,
+    pub caller: Caller,
 }
 
 /// The gateway's routes, to merge into the main router (with the client routes' auth
@@ -99,22 +111,48 @@ pub fn api_of(path: &str) -> Api {
     }
 }
 
-/// The client token is the API key. The worker token is a different secret, so it never
-/// opens the gateway.
+/// A client key (or the client token, an admin key) opens the gateway, within the key's
+/// role (`submit`) and quotas; refusals come in the called API's error shape. The
+/// worker token is a different secret, so it never opens the gateway.
 async fn require_key(
     State(s): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
     if req.method() != Method::OPTIONS {
-        if let Err(e) =
-            crate::http::check_bearer(req.headers(), s.tokens.client.as_deref(), "client")
-        {
-            let api = api_of(req.uri().path());
-            return Err(GatewayError::unauthorized(
-                api,
-                format!("{e}: the gateway's API key is the orchestrator's client token"),
-            ));
+        let api = api_of(req.uri().path());
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        match s.auth.client(req.headers(), req.method(), &route) {
+            Ok(Some(caller)) => {
+                if let Some(gw) = req.extensions().get::<Gateway>().cloned() {
+                    req.extensions_mut().insert(Gateway {
+                        key: Some(KeyCharge {
+                            auth: s.auth.clone(),
+                            caller,
+                        }),
+                        ..gw
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(Denied::Unauthenticated(m)) => return Err(GatewayError::unauthorized(api, m)),
+            Err(Denied::Forbidden(m)) => {
+                return Err(GatewayError::new(api, StatusCode::FORBIDDEN, m))
+            }
+            Err(Denied::Quota {
+                message,
+                retry_after_s,
+            }) => {
+                return Err(GatewayError {
+                    retry_after_s: Some(retry_after_s),
+                    code: Some("rate_limit_exceeded"),
+                    ..GatewayError::new(api, StatusCode::TOO_MANY_REQUESTS, message)
+                })
+            }
         }
     }
     Ok(next.run(req).await)
@@ -126,6 +164,7 @@ impl Gateway {
             fleet,
             cfg: Arc::new(cfg),
             metrics: metrics::GatewayMetrics::default(),
+            key: None,
         }
     }
 }

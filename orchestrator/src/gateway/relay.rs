@@ -76,6 +76,9 @@ pub async fn submit(gw: &Gateway, job: &Job) -> Result<Running, GatewayError> {
         timeout_s: None,
         max_attempts: None,
     });
+    if let Some(charge) = &gw.key {
+        charge.auth.task_submitted(&charge.caller, &id);
+    }
     // Listening before the commit is awaited: the assignment reaches no agent before its
     // commit, so no chunk can come before the listener exists.
     let listener = job.stream.then(|| gw.fleet.streams().listen(&id));
@@ -456,6 +459,9 @@ impl Stream {
             timeout_s: None,
             max_attempts: None,
         });
+        if let Some(charge) = &gw.key {
+            charge.auth.task_submitted(&charge.caller, &id);
+        }
         let listener = gw.fleet.streams().listen(&id);
         gw.fleet.cancel(
             &old,

@@ -1,79 +1,117 @@
-//! Bearer-token checks: the worker token for worker routes, the client token for client
-//! routes, and the status page's client token by header or `?token=` (a browser cannot
-//! set headers on `EventSource`). A group without a configured token is open (allowed
-//! only on loopback or with `--insecure`).
+//! Who may call. Worker routes: the join token (`worker_token`) or a node's own
+//! credential, and then only for that node's id (the handlers check the id with
+//! [`WorkerAuth`]). Client routes: the client token (an admin key) or a named key whose
+//! role the route needs ([`crate::keys::role::ROUTES`]), within the key's quotas. The
+//! status page takes the same by header or `?token=` (a browser cannot set headers on
+//! `EventSource`). A group with nothing configured is open (allowed only on loopback or
+//! with `--insecure`). The decisions are in [`crate::keys`]; this maps them onto axum.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::extract::QueryMap;
 use super::AppState;
 use crate::error::AppError;
+use crate::keys::{Caller, Denied, Worker};
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// Who sent a worker request. Without a worker layer (nothing configured), the join
+/// role: it still may not act for a node that has a credential.
+pub struct WorkerAuth(pub Worker);
 
-pub(crate) fn check_bearer(
-    headers: &HeaderMap,
-    want: Option<&str>,
-    who: &str,
-) -> Result<(), AppError> {
-    let Some(want) = want else { return Ok(()) };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match got {
-        Some(t) if same_secret(t.as_bytes(), want.as_bytes()) => Ok(()),
-        Some(_) => Err(AppError::Unauthorized(format!(
-            "the bearer token is not the {who} token"
-        ))),
-        None => Err(AppError::Unauthorized(format!(
-            "missing \"Authorization: Bearer <{who} token>\""
-        ))),
+impl<S: Send + Sync> FromRequestParts<S> for WorkerAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(WorkerAuth(
+            parts
+                .extensions
+                .get::<Worker>()
+                .cloned()
+                .unwrap_or(Worker::Join),
+        ))
     }
 }
 
-pub(super) async fn require_worker_token(
+/// The client key of a request; `None` when client routes are open.
+pub struct ClientAuth(pub Option<Caller>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAuth(parts.extensions.get::<Caller>().cloned()))
+    }
+}
+
+impl WorkerAuth {
+    /// Refuses (403) acting for node `id` unless this caller may.
+    pub fn may_act_as(&self, s: &AppState, id: &str) -> Result<(), AppError> {
+        Ok(s.auth.may_act_as(&self.0, id)?)
+    }
+}
+
+pub(super) async fn require_worker(
     State(s): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    check_bearer(req.headers(), s.tokens.worker.as_deref(), "worker")?;
+    let who = s.auth.worker(req.headers())?;
+    req.extensions_mut().insert(who);
     Ok(next.run(req).await)
 }
 
-pub(super) async fn require_client_token(
+fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string())
+}
+
+/// Any client route: the role the route needs, the key's quotas. Public to the crate so
+/// other route groups (the gateway) can layer it or call [`crate::keys::Auth::client`].
+pub(crate) async fn require_client(
     State(s): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    check_bearer(req.headers(), s.tokens.client.as_deref(), "client")?;
+    let route = route_of(&req);
+    if let Some(caller) = s.auth.client(req.headers(), req.method(), &route)? {
+        req.extensions_mut().insert(caller);
+    }
     Ok(next.run(req).await)
 }
 
-/// The page and its event stream: the client token by header or `?token=`.
+/// The page and its event stream: a key (or the client token) by header or `?token=`.
 pub(super) async fn require_page_token(
     State(s): State<AppState>,
     QueryMap(q): QueryMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    let by_query = match (q.get("token"), s.tokens.client.as_deref()) {
-        (Some(got), Some(want)) => same_secret(got.as_bytes(), want.as_bytes()),
-        _ => false,
-    };
-    if !by_query && check_bearer(req.headers(), s.tokens.client.as_deref(), "client").is_err() {
-        return Err(AppError::Unauthorized(
-            "the status page needs the client token: open /?token=<client token> \
-             (or send \"Authorization: Bearer <client token>\")"
-                .into(),
-        ));
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        if let Some(v) = q
+            .get("token")
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
     }
-    Ok(next.run(req).await)
+    let route = route_of(&req);
+    match s.auth.client(req.headers(), req.method(), &route) {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(next.run(req).await)
+        }
+        Err(Denied::Unauthenticated(_)) => Err(AppError::Unauthorized(
+            "the status page needs a client key (or the client token): open \
+             /?token=<key> (or send \"Authorization: Bearer <key>\")"
+                .into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
 }

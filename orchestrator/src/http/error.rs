@@ -7,6 +7,7 @@ use axum::Json;
 use pifleet_protocol::{paths, ErrorResponse};
 
 use crate::fleet::FleetError;
+use crate::keys::Denied;
 
 /// Everything a request can fail with. Messages are shown to the client as
 /// `{"error": "..."}`, so they name the field or the id at fault.
@@ -20,6 +21,12 @@ pub enum AppError {
     Invalid(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Known caller, not allowed: another node's id, a role too low, a priority too high.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A key's quota is used up; `Retry-After` says when to come back.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
     #[error("{0}")]
     NotFound(String),
     /// The request is valid but loses a race: a revoked attempt, a settled task.
@@ -41,6 +48,8 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,9 +76,29 @@ impl From<FleetError> for AppError {
     }
 }
 
+impl From<Denied> for AppError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated(m) => AppError::Unauthorized(m),
+            Denied::Forbidden(m) => AppError::Forbidden(m),
+            Denied::Quota {
+                message,
+                retry_after_s,
+            } => AppError::TooManyRequests {
+                message,
+                retry_after_s,
+            },
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            AppError::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let error = match self {
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -82,6 +111,10 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let mut resp = (status, Json(ErrorResponse { error })).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

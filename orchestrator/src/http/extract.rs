@@ -54,10 +54,11 @@ fn parse(bytes: &[u8], required: bool) -> Result<Option<Value>, AppError> {
     }
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| AppError::BadRequest(format!("body: invalid JSON: {e}")))?;
+    // The seed answers 400 for a body that is not an object, `null` included.
     match v {
         Value::Object(_) => Ok(Some(v)),
         Value::Null if !required => Ok(None),
-        other => Err(AppError::Invalid(format!(
+        other => Err(AppError::BadRequest(format!(
             "body: expected a JSON object, got {}",
             describe(&other)
         ))),
@@ -73,7 +74,7 @@ impl FromRequest<AppState> for JsonBody {
             .map_err(|e| body_error(e, state.max_body_bytes))?;
         match parse(&bytes, true)? {
             Some(v) => Ok(JsonBody(v)),
-            None => Err(AppError::Invalid(
+            None => Err(AppError::BadRequest(
                 "body: expected a JSON object, got null".into(),
             )),
         }
@@ -99,7 +100,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalTyped<T> {
             // Parse it anyway to say what it is, or why it is not JSON.
             return match parse(text, true) {
                 Err(e) => Err(e),
-                Ok(_) => Err(AppError::Invalid("body: expected a JSON object".into())),
+                Ok(_) => Err(AppError::BadRequest("body: expected a JSON object".into())),
             };
         }
         let mut de = serde_json::Deserializer::from_slice(text);

@@ -9,21 +9,20 @@
 //! its events, `/metrics`). Handlers call the [`crate::fleet`]; its errors become HTTP
 //! in `error`.
 
-mod auth;
+pub(crate) mod auth;
 pub mod error;
 pub mod extract;
 mod nodes;
 mod page;
 mod streams;
 mod tasks;
+pub mod validate;
 mod workers;
-
-pub(crate) use auth::check_bearer;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,6 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::AppError;
 use crate::fleet::Fleet;
+use crate::keys::Auth;
 
 /// Bearer tokens. `None` leaves that group open (only allowed on loopback or with
 /// `--insecure`).
@@ -47,6 +47,8 @@ pub struct Tokens {
 pub struct AppState {
     pub fleet: Fleet,
     pub tokens: Arc<Tokens>,
+    /// Keys, node credentials and the configured tokens: who may call.
+    pub auth: Arc<Auth>,
     pub max_body_bytes: usize,
     /// The OpenAI- and Ollama-compatible gateway's settings and metrics.
     pub gateway: crate::gateway::Gateway,
@@ -58,20 +60,21 @@ pub fn app(state: AppState) -> Router {
         .merge(tasks::worker_router())
         .merge(streams::worker_router());
     // No layer at all without a token: it costs a boxed future per request.
-    if state.tokens.worker.is_some() {
+    if state.tokens.worker.is_some() || state.auth.has_db() {
         worker = worker.route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_worker_token,
+            auth::require_worker,
         ));
     }
     let mut client = tasks::router()
         .merge(workers::client_router())
         .merge(nodes::router())
         .merge(page::metrics_router());
-    if state.tokens.client.is_some() {
+    // With a database, keys may be added while the server runs.
+    if state.tokens.client.is_some() || state.auth.has_db() {
         client = client.route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_client_token,
+            auth::require_client,
         ));
     }
     Router::new()
@@ -89,8 +92,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health(State(s): State<AppState>) -> Json<HealthResponse> {
-    Json(s.fleet.health())
+/// Anyone may ask whether the orchestrator is up; how many nodes and tasks it has is
+/// told only to a caller with a valid token (when tokens are configured at all).
+async fn health(State(s): State<AppState>, headers: HeaderMap) -> Json<HealthResponse> {
+    let mut h = s.fleet.health();
+    if s.auth.guarded() && !s.auth.knows(&headers) {
+        h.workers_online = None;
+        h.tasks_pending = None;
+        h.version = None;
+    }
+    Json(h)
 }
 
 async fn no_route(req: Request) -> AppError {

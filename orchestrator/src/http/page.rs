@@ -48,6 +48,7 @@ async fn prometheus(State(s): State<AppState>) -> Response {
         s.fleet.histograms(),
         Some(&s.gateway.metrics),
     );
+    let text = crate::keys::metrics::splice(text, &crate::keys::metrics::render(&s.auth.usage()));
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use super::auth::WorkerAuth;
 use super::extract::{Id, QueryMap};
 use super::AppState;
 use crate::error::AppError;
@@ -34,10 +35,20 @@ fn closed(why: FeedClosed, task: &str) -> Response {
     AppError::Conflict(msg).into_response()
 }
 
-async fn stream(State(s): State<AppState>, Id(id): Id, q: QueryMap, body: Body) -> Response {
+async fn stream(
+    State(s): State<AppState>,
+    who: WorkerAuth,
+    Id(id): Id,
+    q: QueryMap,
+    body: Body,
+) -> Response {
     let Some(worker) = q.0.get("worker_id").cloned() else {
         return AppError::BadRequest("worker_id: missing from the query".into()).into_response();
     };
+    // Only the node itself may stream its answer.
+    if let Err(e) = who.may_act_as(&s, &worker) {
+        return e.into_response();
+    }
     let attempt = match q.0.get("attempt").map(|a| a.trim().parse::<u32>()) {
         Some(Ok(a)) if a >= 1 => a,
         _ => {

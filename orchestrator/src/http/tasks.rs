@@ -11,6 +11,7 @@ use pifleet_protocol::{
 };
 use serde_json::{Map, Value};
 
+use super::auth::{ClientAuth, WorkerAuth};
 use super::extract::{describe, Id, JsonBody, QueryMap};
 use super::workers::check_worker_id;
 use super::AppState;
@@ -69,15 +70,15 @@ fn int_in(field: &str, v: &Value, lo: u64, hi: u64) -> Result<u64, AppError> {
 /// Checks a submit by hand so each message names the exact field and what was wrong.
 pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
     let Value::Object(obj) = body else {
-        return Err(AppError::Invalid(format!(
+        return Err(AppError::BadRequest(format!(
             "body: expected a JSON object, got {}",
             describe(&body)
         )));
     };
     let task_type = match obj.get("type") {
         None | Some(Value::Null) => {
-            return Err(AppError::Invalid(format!(
-                "type: missing (one of {}, or a custom type)",
+            return Err(AppError::BadRequest(format!(
+                "type: missing (a required field: one of {}, or a custom type)",
                 task_type::ALL.join(", ")
             )))
         }
@@ -103,7 +104,11 @@ pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
         }
     };
     let data = match obj_field(&obj, "data") {
-        None => Value::Object(Map::new()),
+        None => {
+            return Err(AppError::BadRequest(
+                "data: missing (a required field: the task's input object, {} for none)".into(),
+            ))
+        }
         Some(v @ Value::Object(_)) => v.clone(),
         Some(other) => {
             return Err(AppError::Invalid(format!(
@@ -167,11 +172,22 @@ pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
 
 async fn submit(
     State(s): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<SubmitResponse>), AppError> {
-    let new = parse_submit(body)?;
+    let asked = obj_field(body.as_object().unwrap_or(&Map::new()), "priority").is_some();
+    let mut new = parse_submit(body)?;
+    if let Some(c) = &caller {
+        new.priority = c
+            .key
+            .priority_for(asked.then_some(new.priority))
+            .map_err(AppError::Forbidden)?;
+    }
     let (task_id, commit) = s.fleet.submit(new);
     committed(commit).await?;
+    if let Some(c) = &caller {
+        s.auth.task_submitted(c, &task_id);
+    }
     Ok((
         StatusCode::CREATED,
         Json(SubmitResponse {
@@ -183,14 +199,16 @@ async fn submit(
 
 pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
     let Value::Object(mut obj) = body else {
-        return Err(AppError::Invalid(format!(
+        return Err(AppError::BadRequest(format!(
             "body: expected a JSON object, got {}",
             describe(&body)
         )));
     };
     let worker_id = match obj.get("worker_id") {
         None | Some(Value::Null) => {
-            return Err(AppError::Invalid("worker_id: missing".into()));
+            return Err(AppError::BadRequest(
+                "worker_id: missing (a required field)".into(),
+            ));
         }
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
@@ -206,7 +224,11 @@ pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
         Some(v) => Some(int_in("attempt", v, 1, u64::from(u32::MAX))? as u32),
     };
     let result = match obj.remove("result") {
-        None => return Err(AppError::Invalid("result: missing".into())),
+        None | Some(Value::Null) => {
+            return Err(AppError::BadRequest(
+                "result: missing (a required field)".into(),
+            ))
+        }
         Some(v @ Value::Object(_)) => v,
         Some(other) => {
             return Err(AppError::Invalid(format!(
@@ -237,16 +259,34 @@ pub fn parse_result(body: Value) -> Result<ResultReport, AppError> {
     })
 }
 
+/// Tokens a result says the model generated: pifleet's `completion_tokens`, else the
+/// Ollama body's `eval_count`.
+fn generated_tokens(result: &Value) -> u64 {
+    result
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            result
+                .pointer("/response/eval_count")
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(0)
+}
+
 async fn result(
     State(s): State<AppState>,
+    who: WorkerAuth,
     Id(id): Id,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ResultResponse>, AppError> {
     let report = parse_result(body)?;
+    who.may_act_as(&s, &report.worker_id)?;
+    let generated = generated_tokens(&report.result);
     let settled = s.fleet.settle(&id, report)?;
     let status = settled.as_str();
     if let Settled::Received(commit) = settled {
         committed(commit).await?;
+        s.auth.task_generated(&id, generated);
     }
     Ok(Json(ResultResponse {
         status: status.into(),
@@ -307,16 +347,33 @@ mod tests {
 
     #[test]
     fn submit_errors_name_the_field() {
-        assert!(err(json!({"type": "agent_action", "priority": "high"})).starts_with("priority:"));
-        assert!(err(json!({"type": "agent_action", "priority": 11})).contains("out of range"));
-        assert!(err(json!({"type": "agent_action", "priority": 0})).contains("out of range"));
-        assert!(err(json!({"type": "agent_action", "priority": -3})).starts_with("priority:"));
-        assert!(err(json!({"type": "agent_action", "priority": 2.5})).starts_with("priority:"));
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": "high"}))
+                .starts_with("priority:")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 11}))
+                .contains("out of range")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 0}))
+                .contains("out of range")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": -3}))
+                .starts_with("priority:")
+        );
+        assert!(
+            err(json!({"type": "agent_action", "data": {}, "priority": 2.5}))
+                .starts_with("priority:")
+        );
         assert!(err(json!({"data": {}})).starts_with("type: missing"));
         assert!(err(json!({"type": 7})).starts_with("type: expected a string"));
         assert!(err(json!({"type": "x", "data": [1]})).starts_with("data:"));
-        assert!(err(json!({"type": "x", "timeout_s": -1})).starts_with("timeout_s:"));
-        assert!(err(json!({"type": "x", "max_attempts": 0})).starts_with("max_attempts:"));
+        assert!(err(json!({"type": "x", "data": {}, "timeout_s": -1})).starts_with("timeout_s:"));
+        assert!(
+            err(json!({"type": "x", "data": {}, "max_attempts": 0})).starts_with("max_attempts:")
+        );
         assert!(
             err(json!({"type": "agent_action", "data": {"model": 3}})).starts_with("data.model:")
         );
@@ -331,7 +388,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(t.priority, 7);
-        let t = parse_submit(json!({"type": "code_generation", "priority": 7.0})).unwrap();
+        let t =
+            parse_submit(json!({"type": "code_generation", "data": {}, "priority": 7.0})).unwrap();
         assert_eq!(t.priority, 7);
         assert_eq!(t.data, json!({}));
     }

@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn ids_with_invisible_or_control_characters_are_refused() {
-        for bad in ["pi\u{202E}a", "pi-a\u{200B}", "pi\u{FEFF}", "pi\u{7}", "pi\u{00A0}a"] {
+        for bad in [
+            "pi\u{202E}a",
+            "pi-a\u{200B}",
+            "pi\u{FEFF}",
+            "pi\u{7}",
+            "pi\u{00A0}a",
+        ] {
             let e = check_worker_id("worker_id", bad).unwrap_err();
             assert_eq!(e.status(), 422, "{bad:?}");
             assert!(e.to_string().starts_with("worker_id:"), "{e}");
@@ -145,15 +151,19 @@ mod tests {
     fn impossible_metrics_name_the_field() {
         let m: NodeMetrics = serde_json::from_value(json!({"temperature_c": -1e39})).unwrap();
         let e = check_metrics(&m).unwrap_err().to_string();
-        assert!(e.starts_with("metrics.temperature_c: must be a finite"), "{e}");
+        assert!(
+            e.starts_with("metrics.temperature_c: must be a finite"),
+            "{e}"
+        );
         let m: NodeMetrics = serde_json::from_value(json!({"temperature_c": 900})).unwrap();
         assert!(check_metrics(&m).is_err());
         let m: NodeMetrics = serde_json::from_value(json!({"load_avg": [1, -2, 3]})).unwrap();
         let e = check_metrics(&m).unwrap_err().to_string();
         assert!(e.starts_with("metrics.load_avg[1]"), "{e}");
-        let m: NodeMetrics =
-            serde_json::from_value(json!({"temperature_c": 51.5, "cpu_percent": 12, "load_avg": [0.5, 0.4, 0.3]}))
-                .unwrap();
+        let m: NodeMetrics = serde_json::from_value(
+            json!({"temperature_c": 51.5, "cpu_percent": 12, "load_avg": [0.5, 0.4, 0.3]}),
+        )
+        .unwrap();
         check_metrics(&m).unwrap();
     }
 

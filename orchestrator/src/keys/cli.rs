@@ -20,10 +20,10 @@ use crate::store::keys::{AuthDb, AuthDbError, KeyRow};
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
     /// TOML configuration file (also PIFLEET_CONFIG).
-    #[arg(long, env = "PIFLEET_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "PIFLEET_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// SQLite database file [default: as for `serve`].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     db: Option<String>,
 }
 

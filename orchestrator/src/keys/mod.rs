@@ -10,6 +10,7 @@
 //! next request on.
 
 pub mod cli;
+pub mod metrics;
 mod nodes;
 pub mod quota;
 mod ring;
@@ -202,6 +203,15 @@ impl Auth {
             Ok((resp, _commit)) => (true, resp.requeued.unwrap_or_default()),
             Err(_) => (false, Vec::new()),
         }
+    }
+
+    pub fn has_db(&self) -> bool {
+        self.db.is_some()
+    }
+
+    /// Whether anything is guarded at all (a token configured, or keys exist).
+    pub fn guarded(&self) -> bool {
+        self.worker_token.is_some() || self.client_auth_required()
     }
 
     /// Whether client routes need a key: a client token is configured or keys exist.
