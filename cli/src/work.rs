@@ -2,7 +2,7 @@
 //! finished and how fast. Pure text like [`crate::render`]: clock and colour are arguments.
 
 use pifleet_protocol::human::{ago, duration};
-use pifleet_protocol::{QueueResponse, RecentTask, RecentTasksResponse, TaskState};
+use pifleet_protocol::{QueueEntry, QueueResponse, RecentTask, RecentTasksResponse, TaskState};
 
 use crate::render::{cell, paint, short_id, table, truncate, Cell, Style};
 
@@ -26,61 +26,45 @@ pub fn work_view(
     );
     out.push_str(&paint(&head, Style::Bold, color));
     out.push('\n');
-    if !queue.assigned.is_empty() {
-        let rows: Vec<Vec<Cell>> = queue
-            .assigned
-            .iter()
-            .take(SHOWN)
-            .map(|e| {
-                vec![
-                    cell(short_id(&e.task_id), Style::Plain),
-                    cell(e.task_type.clone(), Style::Plain),
-                    cell(
-                        e.assigned_to.clone().unwrap_or_else(|| "-".into()),
-                        Style::Cyan,
-                    ),
-                    cell(
-                        e.assigned_at
-                            .map(|at| duration(now - at))
-                            .unwrap_or_else(|| "-".into()),
-                        Style::Plain,
-                    ),
-                    cell(e.attempts.max(1).to_string(), Style::Plain),
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &["RUNNING", "TYPE", "NODE", "FOR", "ATTEMPT"],
-            &rows,
-            color,
-        ));
-        more(&mut out, queue.assigned.len(), queue.total_assigned);
-    }
-    if !queue.pending.is_empty() {
-        let rows: Vec<Vec<Cell>> = queue
-            .pending
-            .iter()
-            .take(SHOWN)
-            .map(|e| {
-                vec![
-                    cell(short_id(&e.task_id), Style::Plain),
-                    cell(e.task_type.clone(), Style::Plain),
-                    cell(e.priority.to_string(), Style::Plain),
-                    cell(duration(now - e.created_at), Style::Plain),
-                    cell(
-                        truncate(e.pending_reason.as_deref().unwrap_or("-"), TEXT_MAX),
-                        Style::Yellow,
-                    ),
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &["PENDING", "TYPE", "PRI", "WAITING", "REASON"],
-            &rows,
-            color,
-        ));
-        more(&mut out, queue.pending.len(), queue.total_pending);
-    }
+    section(
+        &mut out,
+        &["RUNNING", "TYPE", "NODE", "FOR", "ATTEMPT"],
+        &queue.assigned,
+        queue.total_assigned,
+        color,
+        |e| {
+            vec![
+                cell(
+                    e.assigned_to.clone().unwrap_or_else(|| "-".into()),
+                    Style::Cyan,
+                ),
+                cell(
+                    e.assigned_at
+                        .map(|at| duration(now - at))
+                        .unwrap_or_else(|| "-".into()),
+                    Style::Plain,
+                ),
+                cell(e.attempts.max(1).to_string(), Style::Plain),
+            ]
+        },
+    );
+    section(
+        &mut out,
+        &["PENDING", "TYPE", "PRI", "WAITING", "REASON"],
+        &queue.pending,
+        queue.total_pending,
+        color,
+        |e| {
+            vec![
+                cell(e.priority.to_string(), Style::Plain),
+                cell(duration(now - e.created_at), Style::Plain),
+                cell(
+                    truncate(e.pending_reason.as_deref().unwrap_or("-"), TEXT_MAX),
+                    Style::Yellow,
+                ),
+            ]
+        },
+    );
     if let Some(recent) = recent {
         out.push('\n');
         out.push_str(&paint("RECENT", Style::Bold, color));
@@ -137,8 +121,32 @@ fn recent_row(t: &RecentTask, now: f64) -> Vec<Cell> {
     ]
 }
 
-fn more(out: &mut String, listed: usize, total: u64) {
-    let shown = listed.min(SHOWN) as u64;
+/// A table of queue entries (id and type, then `rest`), and how many more there are.
+fn section(
+    out: &mut String,
+    header: &[&str],
+    entries: &[QueueEntry],
+    total: u64,
+    color: bool,
+    rest: impl Fn(&QueueEntry) -> Vec<Cell>,
+) {
+    if entries.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<Cell>> = entries
+        .iter()
+        .take(SHOWN)
+        .map(|e| {
+            let mut row = vec![
+                cell(short_id(&e.task_id), Style::Plain),
+                cell(e.task_type.clone(), Style::Plain),
+            ];
+            row.extend(rest(e));
+            row
+        })
+        .collect();
+    out.push_str(&table(header, &rows, color));
+    let shown = entries.len().min(SHOWN) as u64;
     if total > shown {
         out.push_str(&format!("… and {} more\n", total - shown));
     }
@@ -147,7 +155,6 @@ fn more(out: &mut String, listed: usize, total: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::QueueEntry;
     use std::collections::BTreeMap;
 
     fn entry(id: &str, ty: &str, status: TaskState) -> QueueEntry {

@@ -207,6 +207,19 @@ fn metrics_parse_as_prometheus_text() {
 }
 
 /// Reads server-sent events until one's data satisfies `pred`.
+/// `GET /api/events`, read with a bound: a stream that never ended fails the test
+/// instead of hanging it.
+fn event_stream(orch: &Orch) -> ureq::http::Response<ureq::Body> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .get(format!("{}/api/events", orch.base))
+        .call()
+        .expect("event stream")
+}
+
 fn read_event_until(
     reader: &mut impl BufRead,
     deadline: Instant,
@@ -236,14 +249,7 @@ fn read_event_until(
 fn event_stream_pushes_node_changes() {
     let orch = Orch::start(&[]);
     let a = SimAgent::up(&orch.base, "pi-a", 50.0);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let resp = agent
-        .get(format!("{}/api/events", orch.base))
-        .call()
-        .expect("event stream");
+    let resp = event_stream(&orch);
     assert!(resp
         .headers()
         .get("content-type")
@@ -274,15 +280,7 @@ fn event_stream_pushes_node_changes() {
 fn open_status_page_does_not_hold_up_shutdown() {
     let mut orch = Orch::start(&[]);
     SimAgent::up(&orch.base, "pi-a", 50.0);
-    // A bounded read: a stream that never ended would fail the test, not hang it.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let resp = agent
-        .get(format!("{}/api/events", orch.base))
-        .call()
-        .expect("event stream");
+    let resp = event_stream(&orch);
     let mut reader = BufReader::new(resp.into_body().into_reader());
     read_event_until(
         &mut reader,
@@ -561,21 +559,15 @@ fn node_counts_agree_everywhere_and_per_node_totals_survive_a_restart() {
         let (_, stats) = orch.get("/api/stats");
         let (_, nodes) = orch.get("/api/nodes");
         let (_, list) = orch.get("/api/workers/list");
+        let find = |v: &Value, id: &str| -> Value {
+            v.as_array()
+                .and_then(|all| all.iter().find(|n| n["worker_id"] == id))
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} missing in {v}"))
+        };
         ids.map(|id| {
-            let node = nodes["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["worker_id"] == id)
-                .cloned()
-                .unwrap();
-            let listed = list["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["worker_id"] == id)
-                .cloned()
-                .unwrap();
+            let node = find(&nodes["nodes"], id);
+            let listed = find(&list["workers"], id);
             let per = &stats["per_worker"][id];
             assert_eq!(per["tasks_completed"], node["tasks_completed"], "{id}");
             assert_eq!(per["tasks_completed"], listed["tasks_completed"], "{id}");

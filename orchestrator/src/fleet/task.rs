@@ -1,6 +1,7 @@
 //! A task as the fleet holds it: built once from a submit or from a stored row, turned
 //! back into a row for the store, and ranked for the queue.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use pifleet_protocol::{QueueEntry, RecentTask, TaskState};
@@ -35,27 +36,25 @@ pub struct ResultReport {
 /// Position in the queue: earlier is better (`(aged creation time in µs, seq)`).
 pub(super) type Rank = (i64, u64);
 
+/// A task is its stored row plus what the fleet derives from it: the shared id the maps
+/// key on and the requirements its lane is filed under. The row's fields read through.
 pub(super) struct Task {
     pub id: TaskId,
-    pub task_type: String,
-    pub data: Arc<Value>,
     pub req: Arc<Requirements>,
-    pub priority: u8,
-    pub state: TaskState,
-    pub assigned_to: Option<String>,
-    pub attempt: u32,
-    pub failures: u32,
-    pub max_attempts: u32,
-    pub timeout_s: f64,
-    pub result: Option<Arc<Value>>,
-    pub error: Option<String>,
-    pub created_at: f64,
-    pub updated_at: f64,
-    pub assigned_at: Option<f64>,
-    pub not_before: Option<f64>,
-    pub seq: u64,
-    pub settled_by: Option<String>,
-    pub settled_attempt: Option<u32>,
+    row: TaskRow,
+}
+
+impl Deref for Task {
+    type Target = TaskRow;
+    fn deref(&self) -> &TaskRow {
+        &self.row
+    }
+}
+
+impl DerefMut for Task {
+    fn deref_mut(&mut self) -> &mut TaskRow {
+        &mut self.row
+    }
 }
 
 impl Task {
@@ -66,7 +65,7 @@ impl Task {
             task_type: new.task_type,
             data: Arc::new(new.data),
             priority: new.priority,
-            state: TaskState::Pending.as_str().to_string(),
+            state: TaskState::Pending,
             assigned_to: None,
             attempt: 0,
             failures: 0,
@@ -86,56 +85,15 @@ impl Task {
 
     /// The one place a task is built: from its stored form.
     pub fn from_row(row: TaskRow) -> Task {
-        let state = TaskState::parse(&row.state).unwrap_or_else(|| {
-            tracing::warn!(task = %row.id, state = %row.state, "stored task has an unknown state; treating it as pending");
-            TaskState::Pending
-        });
         Task {
-            req: Arc::new(Requirements::of(&row.task_type, &row.data)),
             id: Arc::from(row.id.as_str()),
-            task_type: row.task_type,
-            data: row.data,
-            priority: row.priority,
-            state,
-            assigned_to: row.assigned_to,
-            attempt: row.attempt,
-            failures: row.failures,
-            max_attempts: row.max_attempts,
-            timeout_s: row.timeout_s,
-            result: row.result,
-            error: row.error,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            assigned_at: row.assigned_at,
-            not_before: row.not_before,
-            seq: row.seq,
-            settled_by: row.settled_by,
-            settled_attempt: row.settled_attempt,
+            req: Arc::new(Requirements::of(&row.task_type, &row.data)),
+            row,
         }
     }
 
     pub fn row(&self) -> TaskRow {
-        TaskRow {
-            id: self.id.to_string(),
-            task_type: self.task_type.clone(),
-            data: self.data.clone(),
-            priority: self.priority,
-            state: self.state.as_str().to_string(),
-            assigned_to: self.assigned_to.clone(),
-            attempt: self.attempt,
-            failures: self.failures,
-            max_attempts: self.max_attempts,
-            timeout_s: self.timeout_s,
-            result: self.result.clone(),
-            error: self.error.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            assigned_at: self.assigned_at,
-            not_before: self.not_before,
-            seq: self.seq,
-            settled_by: self.settled_by.clone(),
-            settled_attempt: self.settled_attempt,
-        }
+        self.row.clone()
     }
 
     /// Each priority level is worth `aging_s` of waiting, which gives strict priority

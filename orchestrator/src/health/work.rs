@@ -22,19 +22,35 @@ fn task_cell(id: &str) -> String {
     )
 }
 
+/// A part's heading (with its count), and `nothing` when it has nothing to list; true
+/// when there is something to list.
+fn heading(h: &mut String, title: &str, count: Option<u64>, nothing: &str, empty: bool) -> bool {
+    match count {
+        Some(n) => {
+            let _ = write!(h, r#"<h3>{title} <span class="muted">{n}</span></h3>"#);
+        }
+        None => {
+            let _ = write!(h, "<h3>{title}</h3>");
+        }
+    }
+    if empty {
+        let _ = write!(h, r#"<p class="muted">{nothing}</p>"#);
+    }
+    !empty
+}
+
 /// The work section for the first render (`now` fills the relative times) or the live
 /// updates (`None`: the script fills them, so unchanged work renders to the same bytes).
 pub fn work_html(s: &FleetSnapshot, now: Option<f64>) -> String {
     let w = &s.work;
     let mut h = String::new();
-    let _ = write!(
-        h,
-        r#"<h3>Running <span class="muted">{}</span></h3>"#,
-        s.tasks.assigned
-    );
-    if w.running.is_empty() {
-        h.push_str(r#"<p class="muted">nothing running</p>"#);
-    } else {
+    if heading(
+        &mut h,
+        "Running",
+        Some(s.tasks.assigned),
+        "nothing running",
+        w.running.is_empty(),
+    ) {
         h.push_str(r#"<table class="work running"><thead><tr><th>task</th><th>type</th><th>node</th><th>started</th></tr></thead><tbody>"#);
         for t in &w.running {
             let _ = write!(
@@ -49,14 +65,13 @@ pub fn work_html(s: &FleetSnapshot, now: Option<f64>) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    let _ = write!(
-        h,
-        r#"<h3>Waiting <span class="muted">{}</span></h3>"#,
-        s.pending()
-    );
-    if w.pending.is_empty() {
-        h.push_str(r#"<p class="muted">nothing waiting</p>"#);
-    } else {
+    if heading(
+        &mut h,
+        "Waiting",
+        Some(s.pending()),
+        "nothing waiting",
+        w.pending.is_empty(),
+    ) {
         h.push_str(r#"<ul class="work pending">"#);
         for t in &w.pending {
             let _ = write!(
@@ -76,10 +91,13 @@ pub fn work_html(s: &FleetSnapshot, now: Option<f64>) -> String {
             let _ = write!(h, r#"<p class="muted">and {more} more</p>"#);
         }
     }
-    h.push_str("<h3>Recent</h3>");
-    if w.recent.is_empty() {
-        h.push_str(r#"<p class="muted">nothing finished yet</p>"#);
-    } else {
+    if heading(
+        &mut h,
+        "Recent",
+        None,
+        "nothing finished yet",
+        w.recent.is_empty(),
+    ) {
         h.push_str(r#"<table class="work recent"><thead><tr><th>task</th><th>type</th><th>result</th><th>node</th><th>took</th><th>tok/s</th><th>finished</th></tr></thead><tbody>"#);
         for t in &w.recent {
             let (word, cls) = match t.status {

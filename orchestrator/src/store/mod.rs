@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
+use pifleet_protocol::TaskState;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -55,8 +56,8 @@ pub struct TaskRow {
     pub task_type: String,
     pub data: Arc<Value>,
     pub priority: u8,
-    /// `pending`, `assigned`, `completed` or `failed`.
-    pub state: String,
+    /// Stored as its word (`pending`, `assigned`, `completed`, `failed`).
+    pub state: TaskState,
     pub assigned_to: Option<String>,
     /// Attempts started; the fencing token of the current holder.
     pub attempt: u32,

@@ -8,6 +8,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Row};
 use serde_json::Value;
 
+use pifleet_protocol::TaskState;
+
 use crate::store::{Snapshot, StoreError, TaskRow, WorkerRow};
 
 pub(super) const TASK_COLUMNS: &str = "id, type, data, priority, state, assigned_to, attempt, \
@@ -62,7 +64,10 @@ fn task_row(r: &Row) -> Result<TaskRow, String> {
         task_type: col(r, 2, "type")?,
         data: Arc::new(json(r, 3, "data")?),
         priority: col::<i64>(r, 4, "priority")?.clamp(1, 10) as u8,
-        state: col(r, 5, "state")?,
+        state: {
+            let word: String = col(r, 5, "state")?;
+            TaskState::parse(&word).ok_or_else(|| format!("state: unknown {word:?}"))?
+        },
         assigned_to: col(r, 6, "assigned_to")?,
         attempt: col::<i64>(r, 7, "attempt")?.max(0) as u32,
         failures: col::<i64>(r, 8, "failures")?.max(0) as u32,

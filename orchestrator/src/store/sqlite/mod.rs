@@ -150,7 +150,7 @@ impl Store for SqliteStore {
                         t.task_type,
                         json_text(&t.data),
                         t.priority,
-                        t.state,
+                        t.state.as_str(),
                         t.assigned_to,
                         t.attempt,
                         t.failures,
@@ -178,7 +178,7 @@ impl Store for SqliteStore {
                         )?
                         .execute(params![
                             t.id,
-                            t.state,
+                            t.state.as_str(),
                             t.assigned_to,
                             t.attempt,
                             t.failures,
@@ -259,16 +259,17 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::{TaskRow, WorkerRow};
+    use pifleet_protocol::TaskState;
     use serde_json::json;
     use std::sync::Arc;
 
-    fn task(id: &str, state: &str) -> TaskRow {
+    fn task(id: &str, state: TaskState) -> TaskRow {
         TaskRow {
             id: id.into(),
             task_type: "agent_action".into(),
             data: Arc::new(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
             priority: 7,
-            state: state.into(),
+            state,
             assigned_to: None,
             attempt: 0,
             failures: 0,
@@ -290,8 +291,8 @@ mod tests {
     fn what_is_applied_is_loaded_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut a = task("a", "pending");
-        let mut b = task("b", "pending");
+        let mut a = task("a", TaskState::Pending);
+        let mut b = task("b", TaskState::Pending);
         b.seq = 2;
         let worker = WorkerRow {
             id: "pi".into(),
@@ -314,7 +315,7 @@ mod tests {
                 Mutation::Counter("retried".into(), 4),
             ])
             .unwrap();
-            a.state = "completed".into();
+            a.state = TaskState::Completed;
             a.attempt = 1;
             a.assigned_to = Some("pi".into());
             a.result = Some(Arc::new(json!({"success": true})));
@@ -345,8 +346,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("t.db"), Durability::Normal).unwrap();
         let err = s.apply(&[
-            Mutation::PutTask(task("a", "pending")),
-            Mutation::UpdateTask(task("never-stored", "assigned")),
+            Mutation::PutTask(task("a", TaskState::Pending)),
+            Mutation::UpdateTask(task("never-stored", TaskState::Assigned)),
         ]);
         assert!(err.is_err());
         assert!(s.load().unwrap().tasks.is_empty());
@@ -356,12 +357,12 @@ mod tests {
     fn a_row_that_does_not_parse_is_quarantined_and_the_rest_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut b = task("b", "pending");
+        let mut b = task("b", TaskState::Pending);
         b.seq = 2;
         {
             let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
             s.apply(&[
-                Mutation::PutTask(task("a", "pending")),
+                Mutation::PutTask(task("a", TaskState::Pending)),
                 Mutation::PutTask(b.clone()),
             ])
             .unwrap();
@@ -401,6 +402,27 @@ mod tests {
             .query_row("SELECT count(*) FROM quarantined_tasks", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_task_in_an_unknown_state_is_quarantined_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+            s.apply(&[Mutation::PutTask(task("a", TaskState::Assigned))])
+                .unwrap();
+            s.conn
+                .execute("UPDATE tasks SET state = 'finished' WHERE id = 'a'", [])
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        assert!(s.load().unwrap().tasks.is_empty());
+        let reason: String = s
+            .conn
+            .query_row("SELECT reason FROM quarantined_tasks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(reason, r#"state: unknown "finished""#);
     }
 
     #[test]
