@@ -32,7 +32,7 @@ fn register_with_join_token(base: &str, id: &str) -> u16 {
     agent
         .post(format!("{base}/api/workers/register"))
         .header("Authorization", format!("Bearer {JOIN}"))
-        .send_json(json!({"worker_id": id, "capabilities": {}}))
+        .send_json(json!({"worker_id": id, "worker_type": "llm", "capabilities": {}}))
         .unwrap()
         .status()
         .as_u16()
