@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # Builds the flashable pifleet SD image for Raspberry Pi 3/4/400/CM4/Zero 2 W (64-bit):
 #
-#   image/build.sh [--agent PATH] [--ssh] [--out DIR] [--rootfs-only]
+#   image/build.sh [--deb PATH] [--ssh] [--out DIR] [--rootfs-only] [--no-compress]
 #
 # -> DIR/pifleet-<version>-arm64.img.xz (default DIR: target/image)
 #
 # Debian bookworm arm64 (main + non-free-firmware): raspi-firmware, linux-image-arm64,
-# systemd-networkd (DHCP on Ethernet, Wi-Fi from pifleet.toml), the pifleet agent and its unit,
-# the hardware watchdog armed. No loop devices: the ext4 root is made with `mkfs.ext4 -d`, the
+# systemd-networkd (DHCP on Ethernet, Wi-Fi from pifleet.toml), the pifleet agent installed from
+# its Debian package (the same package as for Raspberry Pi OS), the hardware watchdog armed. No loop devices: the ext4 root is made with `mkfs.ext4 -d`, the
 # FAT boot partition with mkfs.vfat + mcopy, the partition table with sfdisk on the image file,
 # and both are put in place with dd conv=notrunc.
 #
-# Two stages: (1) mmdebstrap (runs the arm64 maintainer scripts under qemu-user binfmt; ~10-20
-# min, cached in DIR/cache by the hash of its inputs), (2) assembly on the host (about a minute):
-# the agent binary, units and overlay, then the partitions and the compressed image.
+# Two stages: (1) mmdebstrap (runs the arm64 maintainer scripts under qemu-user binfmt; 5-20
+# min, cached in /var/cache/pifleet by the hash of its inputs, see scripts/lib/debian.sh),
+# (2) about a minute: the agent's package (dpkg in the chroot), units and overlay, then the
+# partitions and the compressed image.
 #
-# --agent PATH    the aarch64 pifleet-agent (default: build it with scripts/build-aarch64.sh)
+# --deb PATH      the agent's arm64 package (default: build it with scripts/build-deb.sh arm64)
 # --ssh           include openssh-server (log in with keys from authorized_keys on the card)
-# --out DIR       where the image (and the rootfs cache) go
+# --out DIR       where the image goes
 # --rootfs-only   stop after stage 1 (warms the cache)
 # --no-compress   leave the raw .img only (quicker, for scripts/test-image.sh while developing)
 #
@@ -27,20 +28,22 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cd "$repo"
+# shellcheck source=scripts/lib/debian.sh
+. scripts/lib/debian.sh
 
-agent=""
+deb=""
 ssh=0
 out=target/image
 rootfs_only=0
 compress=1
 while (($#)); do
   case "$1" in
-    --agent) agent=${2:?"--agent needs a path"}; shift 2 ;;
+    --deb) deb=${2:?"--deb needs a path"}; shift 2 ;;
     --ssh) ssh=1; shift ;;
     --out) out=${2:?"--out needs a directory"}; shift 2 ;;
     --rootfs-only) rootfs_only=1; shift ;;
     --no-compress) compress=0; shift ;;
-    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "build-image: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,64 +56,21 @@ version=$(awk -F'"' '/^\[workspace.package\]/ { w = 1 } w && /^version/ { print 
 [ -n "$version" ] || die "cannot read the workspace version from Cargo.toml"
 suite=bookworm
 start=$(date +%s)
-mkdir -p "$out/cache"
+mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# --- host tools ---------------------------------------------------------------------------
-need=()
-for pair in mmdebstrap:mmdebstrap arch-test:arch-test qemu-aarch64-static:qemu-user-static \
-  mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs sfdisk:fdisk xz:xz-utils file:file; do
-  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
-done
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-# The arm64 maintainer scripts run in a chroot under qemu-user through binfmt_misc, which needs
-# the static qemu registered with the F (fix binary) flag. Register it when the host has not
-# (containers and CI machines often start without systemd-binfmt), or has without F.
-binfmt=/proc/sys/fs/binfmt_misc
-[ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt" ||
-  die "cannot mount binfmt_misc (needed to run arm64 package scripts)"
-if ! grep -qE '^flags:.*F' "$binfmt/qemu-aarch64" 2>/dev/null; then
-  conf=/usr/lib/binfmt.d/qemu-aarch64.conf
-  grep -q ':[A-Z]*F[A-Z]*$' "$conf" || die "$conf does not register qemu with the F flag (install qemu-user-static)"
-  [ ! -e "$binfmt/qemu-aarch64" ] || echo -1 >"$binfmt/qemu-aarch64"
-  cat "$conf" >"$binfmt/register"
-fi
-arch-test arm64 >/dev/null || die "arm64 binaries do not run here (binfmt_misc + qemu-user-static)"
-
-# --- the Debian mirror this machine uses ---------------------------------------------------
-# deb822 (*.sources) and one-line (sources.list) formats; the first URI serving "$suite" and
-# the first serving "$suite-security".
-apt_uri_for() { # suite
-  local want=$1
-  {
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk -v s="$want" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i+1) == s) print $i }'
-    for f in /etc/apt/sources.list.d/*.sources; do
-      [ -e "$f" ] || continue
-      awk -v s="$want" '
-        /^[[:space:]]*$/ { if (u != "" && ok) print u; u = ""; ok = 0; next }
-        /^URIs:/ { u = $2 }
-        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s) ok = 1 }
-        END { if (u != "" && ok) print u }' "$f"
-    done
-  } | head -1
-}
-mirror=${PIFLEET_MIRROR:-$(apt_uri_for "$suite")}
-security=${PIFLEET_SECURITY_MIRROR:-$(apt_uri_for "$suite-security")}
-[ -n "$mirror" ] || die "no apt source for '$suite' on this machine; set PIFLEET_MIRROR to a Debian mirror URL"
-sources=("deb $mirror $suite main non-free-firmware" "deb $mirror $suite-updates main non-free-firmware")
-[ -z "$security" ] || sources+=("deb $security $suite-security main non-free-firmware")
+# --- host tools, arm64 emulation, the Debian mirror this machine uses ------------------------
+apt_need mmdebstrap:mmdebstrap mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs sfdisk:fdisk \
+  xz:xz-utils file:file
+# The arm64 maintainer scripts (stage 1, and the agent's package in stage 2) run in a chroot.
+arm64_binfmt
+debian_sources "$suite" "main non-free-firmware"
 
 # --- stage 1: the Debian root file system (cached) -----------------------------------------
 packages=(
   systemd-sysv udev kmod dbus systemd-resolved systemd-timesyncd
   linux-image-arm64 raspi-firmware firmware-brcm80211 wpasupplicant
-  ca-certificates iproute2 iputils-ping netbase procps fdisk zstd
+  ca-certificates iproute2 iputils-ping netbase procps fdisk zstd adduser
 )
 ((ssh == 0)) || packages+=(openssh-server)
 
@@ -154,16 +114,15 @@ sed -i -e 's|^#\?ROOTPART=.*|ROOTPART=LABEL=RASPIROOT|' \
   -e 's|^#\?CONSOLES=.*|CONSOLES="tty0 ttyS1,115200"|' "$r/etc/default/raspi-firmware"
 chroot "$r" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
 grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt"
+# Before the agent's package (stage 2), whose postinst puts its user in gpio where that exists.
 chroot "$r" groupadd --system gpio
-chroot "$r" useradd --system --user-group --groups gpio --home-dir /var/lib/pifleet-agent \
-  --no-create-home --shell /usr/sbin/nologin --comment "pifleet agent" pifleet
 rm -f "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
 touch "$r/etc/machine-id"
 rm -rf "$r/var/cache/apt/archives/"*.deb "$r/var/lib/apt/lists/"*_Packages "$r/var/log/"*.log
 EOF
 )
-key=$(printf '%s\n' "$suite" "${sources[@]}" "${packages[*]}" "$essential_hook" "$customize_hook" | sha256sum | cut -c1-16)
-rootfs_tar="$out/cache/rootfs-$suite-arm64-$key.tar"
+rootfs_tar=$(rootfs_cache_path "image-rootfs-$suite-arm64" "$suite" "${sources[@]}" "${packages[*]}" \
+  "$essential_hook" "$customize_hook")
 if [ -f "$rootfs_tar" ] && [ -s "$rootfs_tar" ]; then
   log "stage 1: cached root file system $rootfs_tar"
 else
@@ -184,13 +143,12 @@ else
 fi
 ((rootfs_only == 0)) || exit 0
 
-# --- stage 2: the pifleet layer (on the host, no emulation) ---------------------------------
-if [ -z "$agent" ]; then
-  scripts/build-aarch64.sh
-  agent=target/aarch64-unknown-linux-gnu/release/pifleet-agent
+# --- stage 2: the pifleet layer ----------------------------------------------------------------
+if [ -z "$deb" ]; then
+  deb=$(scripts/build-deb.sh arm64)
 fi
-[ -x "$agent" ] || die "agent binary '$agent' not found or not executable"
-file -b "$agent" 2>/dev/null | grep -q 'ARM aarch64' || die "'$agent' is not an aarch64 binary"
+[ -f "$deb" ] || die "agent package '$deb' not found"
+[ "$(dpkg-deb --field "$deb" Architecture)" = arm64 ] || die "'$deb' is not an arm64 package"
 
 t=$(date +%s)
 work=$(mktemp -d "$out/work.XXXXXX")
@@ -199,8 +157,14 @@ root="$work/root"
 mkdir "$root"
 tar -C "$root" --numeric-owner -xpf "$rootfs_tar"
 
-install -D -m 0755 "$agent" "$root/usr/local/bin/pifleet-agent"
-install -D -m 0644 systemd/pifleet-agent.service "$root/etc/systemd/system/pifleet-agent.service"
+# The agent the way a Pi OS user installs it: its package's maintainer scripts make the pifleet
+# user (in gpio), own the config and enable the unit; no systemd runs here, so nothing starts.
+cp "$deb" "$root/tmp/pifleet-agent.deb"
+chroot "$root" dpkg -i /tmp/pifleet-agent.deb >"$work/dpkg.log" 2>&1 || die "dpkg -i of $deb in the image failed: $(cat "$work/dpkg.log")"
+rm "$root/tmp/pifleet-agent.deb"
+[ -L "$root/etc/systemd/system/multi-user.target.wants/pifleet-agent.service" ] ||
+  die "the agent's package did not enable pifleet-agent.service"
+chroot "$root" id -Gn pifleet | grep -qw gpio || die "the agent's package did not put pifleet in group gpio"
 install -D -m 0644 systemd/system.conf.d/pifleet-watchdog.conf "$root/etc/systemd/system.conf.d/pifleet-watchdog.conf"
 cp -a --no-preserve=ownership image/overlay/. "$root/"
 chown -R 0:0 "$root/etc/systemd" "$root/usr/local"
@@ -211,7 +175,7 @@ echo pifleet >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tpifleet\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 for unit in systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  systemd-networkd-wait-online.service pifleet-config.service pifleet-agent.service; do
+  systemd-networkd-wait-online.service pifleet-config.service; do
   systemctl --root="$root" enable "$unit" >/dev/null 2>&1 || die "cannot enable $unit in the image"
 done
 if ((ssh)); then

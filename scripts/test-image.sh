@@ -109,8 +109,12 @@ qemu_pid=$!
 
 alive() { kill -0 "$qemu_pid" 2>/dev/null || fail "qemu exited: $(cat "$t/qemu.log")"; }
 deadline=$((started + boot_timeout))
+# A node that cannot register shows it on the console long before the timeout: fail at once.
 until worker_registered "$id" >/dev/null 2>&1; do
   alive
+  if grep -saqE 'pifleet-agent\.service: Main process exited, code=exited, status=2|(Failed to start|Dependency failed for) pifleet-config\.service' "$t/console.log"; then
+    fail "the agent rejected its configuration or pifleet-config failed (console below)"
+  fi
   (($(date +%s) < deadline)) || fail "the node did not register within $boot_timeout s"
   sleep 2
 done

@@ -305,7 +305,7 @@ mod streaming {
         assert_eq!(r.ollama.aborted(), 0);
     }
 
-    fn cut_off(mode: StreamMode) {
+    fn cut_off(mode: StreamMode, lines: usize) {
         let r = rig(None);
         r.ollama.set_tokens(200);
         r.ollama.token_delay(Duration::from_millis(20));
@@ -326,17 +326,23 @@ mod streaming {
         assert_eq!(r.orch.result_for("cut-1"), None, "nothing reported for it");
         let s = &r.orch.streams()[0];
         assert!(!s.ended);
-        assert_eq!(s.lines.len(), 3);
+        assert_eq!(s.lines.len(), lines);
     }
 
     #[test]
     fn a_409_mid_stream_drops_the_ollama_request_and_reports_nothing() {
-        cut_off(StreamMode::ConflictAfter(3));
+        cut_off(StreamMode::ConflictAfter(3), 3);
+    }
+
+    #[test]
+    fn a_409_before_the_first_line_drops_the_ollama_request_too() {
+        // The attempt was revoked between the assignment and the upload.
+        cut_off(StreamMode::ConflictAfter(0), 0);
     }
 
     #[test]
     fn a_broken_upload_drops_the_ollama_request_and_reports_nothing() {
-        cut_off(StreamMode::HangUpAfter(3));
+        cut_off(StreamMode::HangUpAfter(3), 3);
     }
 
     #[test]

@@ -380,7 +380,11 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
         ),
     );
     for t in &n.current_tasks {
-        kv("  running", t.clone());
+        if n.streaming.contains(t) {
+            kv("  running", format!("{t} (streaming to a gateway client)"));
+        } else {
+            kv("  running", t.clone());
+        }
     }
     let h = &detail.history;
     if !h.is_empty() {

@@ -591,3 +591,34 @@ async fn a_gateway_request_goes_ahead_of_a_batch_backlog() {
     assert_eq!(t["priority"], 5, "the batch backlog first");
     drop(call);
 }
+
+#[tokio::test]
+async fn the_dedicated_listener_answers_like_ollama() {
+    let config = pifleet_orchestrator::config::Config::from_raw(util::test_raw(), None).unwrap();
+    let orch = pifleet_orchestrator::Orchestrator::open(
+        &config,
+        Box::new(pifleet_orchestrator::store::MemoryStore::new()),
+        std::sync::Arc::new(pifleet_orchestrator::clock::ManualClock::default()),
+    )
+    .unwrap();
+    let app = pifleet_orchestrator::gateway::listener_app(orch.state.clone());
+    let get = |uri: &str, method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = app.clone().oneshot(get("/", "GET")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&b[..], b"Ollama is running");
+    let resp = app.clone().oneshot(get("/", "HEAD")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, tags) = json_of(app.clone().oneshot(get("/api/tags", "GET")).await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(tags, json!({"models": []}), "no node yet");
+    // Only the gateway: the pifleet API is not on this port.
+    let resp = app.oneshot(get("/api/stats", "GET")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}

@@ -86,6 +86,7 @@ fn fingerprint(d: &NodeDetail) -> u64 {
     n.status.as_str().hash(&mut h);
     n.draining.hash(&mut h);
     n.current_tasks.hash(&mut h);
+    n.streaming.hash(&mut h);
     n.tasks_completed.hash(&mut h);
     n.tasks_failed.hash(&mut h);
     d.history.len().hash(&mut h);

@@ -194,9 +194,14 @@ fn card(detail: &NodeDetail, now: Option<f64>, t: &Thresholds) -> String {
         for t in &n.current_tasks {
             let _ = write!(
                 h,
-                r#"<code title="{}">{}</code> "#,
+                r#"<code title="{}">{}</code>{} "#,
                 escape(t),
-                escape(t.get(..8).unwrap_or(t))
+                escape(t.get(..8).unwrap_or(t)),
+                if n.streaming.contains(t) {
+                    r#" <span class="streaming">streaming</span>"#
+                } else {
+                    ""
+                }
             );
         }
     }
