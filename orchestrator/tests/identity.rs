@@ -125,7 +125,7 @@ impl Server {
                 "POST",
                 "/api/workers/register",
                 Some(JOIN),
-                Some(json!({"worker_id": id, "worker_type": "pi", "capabilities": {}, "want_credential": true})),
+                Some(json!({"worker_id": id, "worker_type": "pifleet-agent", "capabilities": {}, "want_credential": true})),
             )
             .await;
         assert_eq!(r.status, 200, "join {id}: {}", r.body);
@@ -259,7 +259,7 @@ async fn the_four_impersonations_are_refused_and_the_real_nodes_are_unaffected()
                 "POST",
                 "/api/workers/register",
                 Some(token),
-                Some(json!({"worker_id": "w-a", "worker_type": "pi", "capabilities": {"models": ["evil"]}})),
+                Some(json!({"worker_id": "w-a", "worker_type": "x", "capabilities": {"models": ["evil"]}})),
             )
             .await;
         assert_eq!(r.status, 403, "{}", r.body);
@@ -337,7 +337,7 @@ async fn the_four_impersonations_are_refused_and_the_real_nodes_are_unaffected()
             "POST",
             "/api/workers/register",
             Some(&a),
-            Some(json!({"worker_id": "w-a", "worker_type": "pi", "capabilities": {}, "want_credential": true})),
+            Some(json!({"worker_id": "w-a", "worker_type": "pifleet-agent", "capabilities": {}, "want_credential": true})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -358,7 +358,7 @@ async fn a_seed_protocol_worker_keeps_working_with_the_shared_token() {
             "POST",
             "/api/workers/register",
             Some(JOIN),
-            Some(json!({"worker_id": "seed-1", "worker_type": "pi", "capabilities": {"models": ["llama3.2:1b"]}})),
+            Some(json!({"worker_id": "seed-1", "worker_type": "llm", "capabilities": {"models": ["llama3.2:1b"]}})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -510,7 +510,7 @@ async fn credentials_survive_a_restart_of_the_orchestrator() {
             "POST",
             "/api/workers/register",
             Some(JOIN),
-            Some(json!({"worker_id": "w-a", "worker_type": "pi", "capabilities": {}})),
+            Some(json!({"worker_id": "w-a", "worker_type": "llm", "capabilities": {}})),
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);

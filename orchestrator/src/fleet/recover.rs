@@ -65,6 +65,16 @@ fn build(snapshot: Snapshot, now: f64, limits: &Limits) -> (Inner, Vec<TaskId>) 
     for (_, id, _) in &settled[settled.len().saturating_sub(RECENT_KEPT)..] {
         remember(&mut inner.recent_settled, id);
     }
+    // What placement learned of each node's speed carries on.
+    for (node, doc) in snapshot.speeds {
+        match serde_json::from_value(doc) {
+            Ok(speeds) => inner.estimates.book.restore(&node, speeds),
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "stored speeds unreadable; relearning")
+            }
+        }
+    }
+    inner.estimates.refresh(now, true);
     (inner, orphans)
 }
 
