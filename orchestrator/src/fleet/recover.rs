@@ -74,6 +74,16 @@ impl Fleet {
         for (_, id, _) in &settled[settled.len().saturating_sub(RECENT_KEPT)..] {
             remember(&mut inner.recent_settled, id);
         }
+        // What placement learned of each node's speed carries on.
+        for (node, doc) in snapshot.speeds {
+            match serde_json::from_value(doc) {
+                Ok(speeds) => inner.estimates.book.restore(&node, speeds),
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "stored speeds unreadable; relearning")
+                }
+            }
+        }
+        inner.estimates.refresh(now, true);
         let (changes, _) = watch::channel(0);
         let fleet = Fleet {
             shared: Arc::new(Shared {

@@ -128,6 +128,9 @@ impl Inner {
                 task.error.as_deref().unwrap_or("a failed attempt")
             );
         }
+        if let Some(held) = self.held_reason(&task.id, now) {
+            return held;
+        }
         let refusals: Vec<Refusal> = self
             .nodes
             .values()
@@ -269,7 +272,11 @@ impl Fleet {
 
     /// One node with its recent metric history (oldest first) and the thresholds.
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
-        let mut detail = self.lock().nodes.get(id).map(Node::detail)?;
+        let inner = self.lock();
+        let node = inner.nodes.get(id)?;
+        let mut detail = node.detail();
+        detail.speeds = inner.speed_view(node);
+        drop(inner);
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
         self.mark_streaming(std::iter::once(&mut detail.node));
         Some(detail)
@@ -285,11 +292,13 @@ impl Fleet {
             .nodes
             .values()
             .map(|n| {
-                if histories {
+                let mut d: pifleet_protocol::NodeDetail = if histories {
                     n.detail()
                 } else {
                     n.view().into()
-                }
+                };
+                d.speeds = inner.speed_view(n);
+                d
             })
             .collect();
         let mut snap = FleetSnapshot {

@@ -10,6 +10,7 @@
 pub mod keys;
 pub mod lock;
 pub mod memory;
+mod speeds;
 pub mod sqlite;
 
 use std::sync::mpsc;
@@ -110,6 +111,11 @@ pub enum Mutation {
     DeleteWorker(String),
     DeleteTask(String),
     Counter(String, u64),
+    /// A node's measured speeds (see `eta::speed::NodeSpeeds`), replacing the last.
+    PutSpeeds {
+        node: String,
+        speeds: Value,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -117,6 +123,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRow>,
     pub workers: Vec<WorkerRow>,
     pub counters: Vec<(String, u64)>,
+    /// Node id -> its measured speeds.
+    pub speeds: Vec<(String, Value)>,
 }
 
 /// Where the orchestrator keeps its state. A server database for several orchestrators
