@@ -2,6 +2,7 @@
 //! by clone between the heartbeat thread and the work loops.
 
 use std::io::Read;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use pifleet_protocol::{
@@ -20,8 +21,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    token: Option<String>,
+    bearer: Arc<RwLock<Bearer>>,
     agent: ureq::Agent,
+}
+
+/// What the agent authenticates with: the join token until the orchestrator gives the
+/// node a credential of its own, that credential from then on.
+struct Bearer {
+    token: Option<String>,
+    own: bool,
+    /// The refusal of the credential was explained once already.
+    told: bool,
 }
 
 impl Client {
@@ -29,8 +39,42 @@ impl Client {
         let agent = http::agent(Duration::from_secs(5));
         Client {
             base: base.trim_end_matches('/').to_string(),
-            token,
+            bearer: Arc::new(RwLock::new(Bearer {
+                token,
+                own: false,
+                told: false,
+            })),
             agent,
+        }
+    }
+
+    /// From now on every call carries the node's own credential.
+    pub fn use_credential(&self, secret: String) {
+        let mut b = self.bearer.write().unwrap_or_else(|p| p.into_inner());
+        b.token = Some(secret);
+        b.own = true;
+    }
+
+    pub fn has_credential(&self) -> bool {
+        self.bearer.read().unwrap_or_else(|p| p.into_inner()).own
+    }
+
+    /// A 401 to a node with its own credential means the orchestrator dropped it
+    /// (`nodes forget`, or a new database): say once, plainly, how to join again.
+    fn refused(&self, status: u16, message: &str) {
+        if status != 401 {
+            return;
+        }
+        let mut b = self.bearer.write().unwrap_or_else(|p| p.into_inner());
+        if b.own && !b.told {
+            b.told = true;
+            log::error!(
+                "the orchestrator refuses this node's credential ({message}). The node was \
+                 forgotten (`pifleet-orchestrator nodes forget`) or the orchestrator's database \
+                 was replaced. To join again: delete the file `credential` in the agent's state \
+                 directory and restart the agent; it then registers with the join token \
+                 (worker_token) and gets a new credential."
+            );
         }
     }
 
@@ -50,6 +94,7 @@ impl Client {
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if !(200..300).contains(&status) {
             let message = http::error_message(&body);
+            self.refused(status, &message);
             return Err(ClientError::Status { status, message });
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))
@@ -62,7 +107,8 @@ impl Client {
         timeout: Duration,
     ) -> ureq::RequestBuilder<B> {
         let req = req.config().timeout_global(Some(timeout)).build();
-        match &self.token {
+        let b = self.bearer.read().unwrap_or_else(|p| p.into_inner());
+        match &b.token {
             Some(t) => req.header("Authorization", format!("Bearer {t}")),
             None => req,
         }

@@ -43,6 +43,7 @@
 pub mod activity;
 pub mod client;
 pub mod config;
+pub mod credential;
 pub mod delivery;
 pub mod error;
 pub mod evolution;

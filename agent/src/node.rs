@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::activity::Activity;
 use crate::client::Client;
 use crate::config::Config;
+use crate::credential;
 use crate::delivery::Outbox;
 use crate::error::Error;
 use crate::gpio::Status;
@@ -53,6 +54,17 @@ impl Node {
             cfg.first_token_timeout,
         );
         let client = Client::new(&cfg.orchestrator_url, cfg.worker_token.clone());
+        let stored = credential::load(&cfg.state_dir).map_err(|source| Error::StateDir {
+            path: credential::path(&cfg.state_dir),
+            source,
+        })?;
+        if let Some(secret) = stored {
+            log::info!(
+                "using this node's own credential from {}",
+                credential::path(&cfg.state_dir).display()
+            );
+            client.use_credential(secret);
+        }
         let registrar = Registrar::new(&cfg, client.clone(), ollama.clone(), probe.facts());
         let node = Node {
             outbox: Outbox::new(spool, client.clone()),

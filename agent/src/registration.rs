@@ -17,6 +17,7 @@ use crate::activity::{lock, Activity};
 use crate::client::Client;
 use crate::config::Config;
 use crate::config::VERSION;
+use crate::credential;
 use crate::error::ClientError;
 use crate::gpio::LedState;
 use crate::ollama::Ollama;
@@ -114,9 +115,25 @@ impl Registrar {
             worker_id: self.cfg.id.clone(),
             worker_type: Some(self.cfg.worker_type.clone()),
             capabilities: self.capabilities(models.clone()),
-            want_credential: false,
+            want_credential: !self.client.has_credential(),
         };
         let resp = self.client.register(&req)?;
+        if let Some(secret) = resp.credential {
+            match credential::save(&self.cfg.state_dir, &secret) {
+                Ok(()) => log::info!(
+                    "got this node's own credential; kept in {} and used from now on",
+                    credential::path(&self.cfg.state_dir).display()
+                ),
+                Err(e) => log::error!(
+                    "cannot keep this node's credential in {}: {e}. It is used until the \
+                     agent stops; after a restart the orchestrator will refuse this id until \
+                     `pifleet-orchestrator nodes forget {}`",
+                    credential::path(&self.cfg.state_dir).display(),
+                    self.cfg.id
+                ),
+            }
+            self.client.use_credential(secret);
+        }
         **last = models.as_deref().map(model_names);
         self.max_wait_ms
             .store(resp.max_wait_s.unwrap_or(0) * 1000, Ordering::Relaxed);

@@ -386,6 +386,19 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
             kv("  running", t.clone());
         }
     }
+    for sp in &detail.speeds {
+        let from = match sp.source.as_str() {
+            "measured" => format!("measured, {} results", sp.results),
+            other => format!("borrowed: {other}"),
+        };
+        kv(
+            &format!("speed {}", sp.model),
+            format!(
+                "{:.1} tok/s generation, {:.1} tok/s prompt, {:.1}s cold load ({from})",
+                sp.gen_tps, sp.prompt_tps, sp.cold_load_s
+            ),
+        );
+    }
     let h = &detail.history;
     if !h.is_empty() {
         let temp = series(h, |s| s.temperature_c.map(f64::from));
@@ -468,7 +481,7 @@ pub fn task_status(t: &TaskStatusResponse, now: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pifleet_protocol::{Capabilities, LoadedModel, NodeMetrics};
+    use pifleet_protocol::{Capabilities, LoadedModel, ModelSpeed, NodeMetrics};
 
     fn node(id: &str, status: WorkerState) -> NodeView {
         NodeView {
@@ -618,6 +631,29 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
     }
 
     #[test]
+    fn detail_shows_measured_and_borrowed_speeds() {
+        let mut detail: NodeDetail = node("pi-a", WorkerState::Online).into();
+        let speed = |model: &str, source: &str, results| ModelSpeed {
+            model: model.into(),
+            prompt_tps: 40.0,
+            gen_tps: 9.5,
+            cold_load_s: 12.0,
+            source: source.into(),
+            results,
+        };
+        detail.speeds = vec![
+            speed("llama3.2:1b", "measured", 7),
+            speed("qwen2.5:0.5b", "pi_model", 0),
+        ];
+        let text = node_detail(&detail, 0.0, false);
+        assert!(
+            text.contains("speed llama3.2:1b   9.5 tok/s generation, 40.0 tok/s prompt, 12.0s cold load (measured, 7 results)\n"),
+            "{text}"
+        );
+        assert!(text.contains("(borrowed: pi_model)\n"), "{text}");
+    }
+
+    #[test]
     fn detail_shows_history_and_drain() {
         let mut n = node("pi-a", WorkerState::Online);
         n.draining = true;
@@ -636,6 +672,7 @@ pi-b  busy    51.2°C      12%  6.0G/8.0G  llama3.2:1b*,qwen2.5:0.5b  01234567+1
                 },
             ],
             thresholds: None,
+            speeds: Vec::new(),
         };
         let text = node_detail(&detail, 1100.0, false);
         assert!(text.contains("  status        draining\n"), "{text}");

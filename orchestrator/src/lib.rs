@@ -29,6 +29,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod listener;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 

@@ -57,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         command: keys::cli::NodesCommand,
     },
+    /// Compare placement policies on a simulated fleet (see --print-config).
+    Simulate(pifleet_orchestrator::sim::Args),
 }
 
 fn load_config(
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
                 .file()
                 .map_or_else(fail, |p| keys::cli::nodes(&p, command))
         }
+        Command::Simulate(args) => return pifleet_orchestrator::sim::main(args),
     };
     let config = match load_config(config, listen, db, insecure) {
         Ok(c) => c,

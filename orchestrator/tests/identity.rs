@@ -125,7 +125,7 @@ impl Server {
                 "POST",
                 "/api/workers/register",
                 Some(JOIN),
-                Some(json!({"worker_id": id, "capabilities": {}, "want_credential": true})),
+                Some(json!({"worker_id": id, "worker_type": "pifleet-agent", "capabilities": {}, "want_credential": true})),
             )
             .await;
         assert_eq!(r.status, 200, "join {id}: {}", r.body);
@@ -259,7 +259,7 @@ async fn the_four_impersonations_are_refused_and_the_real_nodes_are_unaffected()
                 "POST",
                 "/api/workers/register",
                 Some(token),
-                Some(json!({"worker_id": "w-a", "capabilities": {"models": ["evil"]}})),
+                Some(json!({"worker_id": "w-a", "worker_type": "x", "capabilities": {"models": ["evil"]}})),
             )
             .await;
         assert_eq!(r.status, 403, "{}", r.body);
@@ -337,7 +337,7 @@ async fn the_four_impersonations_are_refused_and_the_real_nodes_are_unaffected()
             "POST",
             "/api/workers/register",
             Some(&a),
-            Some(json!({"worker_id": "w-a", "capabilities": {}, "want_credential": true})),
+            Some(json!({"worker_id": "w-a", "worker_type": "pifleet-agent", "capabilities": {}, "want_credential": true})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -358,7 +358,7 @@ async fn a_seed_protocol_worker_keeps_working_with_the_shared_token() {
             "POST",
             "/api/workers/register",
             Some(JOIN),
-            Some(json!({"worker_id": "seed-1", "capabilities": {"models": ["llama3.2:1b"]}})),
+            Some(json!({"worker_id": "seed-1", "worker_type": "llm", "capabilities": {"models": ["llama3.2:1b"]}})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -510,7 +510,7 @@ async fn credentials_survive_a_restart_of_the_orchestrator() {
             "POST",
             "/api/workers/register",
             Some(JOIN),
-            Some(json!({"worker_id": "w-a", "capabilities": {}})),
+            Some(json!({"worker_id": "w-a", "worker_type": "llm", "capabilities": {}})),
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -557,7 +557,7 @@ async fn each_role_reaches_its_endpoints_and_is_refused_the_others() {
         s.join(&node).await;
         for (method, path, needed) in ENDPOINTS {
             let path = path.replace("{task}", &task).replace("{node}", &node);
-            let body = (*method == "POST").then(|| json!({"type": "code_generation"}));
+            let body = (*method == "POST").then(|| json!({"type": "code_generation", "data": {}}));
             let r = call(
                 s.addr,
                 method,
@@ -661,7 +661,7 @@ async fn a_keys_default_priority_applies_and_its_maximum_caps() {
             "POST",
             "/api/tasks/submit",
             Some(&key),
-            Some(json!({"type": "code_generation", "priority": 7})),
+            Some(json!({"type": "code_generation", "data": {}, "priority": 7})),
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -683,7 +683,10 @@ async fn a_keys_default_priority_applies_and_its_maximum_caps() {
     }
     // The client token is an admin key without limits: the protocol's default.
     let t = s
-        .submit(CLIENT, json!({"type": "code_generation", "priority": 10}))
+        .submit(
+            CLIENT,
+            json!({"type": "code_generation", "data": {}, "priority": 10}),
+        )
         .await;
     let st = s
         .call("GET", &format!("/api/tasks/status/{t}"), Some(CLIENT), None)
@@ -729,7 +732,7 @@ async fn both_quotas_answer_429_with_retry_after() {
             "POST",
             "/api/tasks/submit",
             Some(&thrifty),
-            Some(json!({"type": "code_generation"})),
+            Some(json!({"type": "code_generation", "data": {}})),
         )
         .await;
     assert_eq!(r.status, 429, "{}", r.body);

@@ -267,7 +267,7 @@ impl WorkerState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"healthy"`.
+    /// `"healthy"`, or `"degraded"` while the store refuses commits.
     pub status: String,
     /// Absent when the request carried no valid token and tokens are configured: the
     /// fleet's size is nobody else's business.
@@ -277,6 +277,10 @@ pub struct HealthResponse {
     pub tasks_pending: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Why the store refuses commits (e.g. `database or disk is full`), while it does:
+    /// submits and results are then answered 503 and nothing is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -814,6 +818,7 @@ impl From<NodeView> for NodeDetail {
             node,
             history: Vec::new(),
             thresholds: None,
+            speeds: Vec::new(),
         }
     }
 }
@@ -891,6 +896,26 @@ pub struct NodeDetail {
     /// Sent by `GET /api/nodes/{id}`; absent inside lists that carry them once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,
+    /// The speeds placement ranks the node by, per model (`GET /api/nodes/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub speeds: Vec<ModelSpeed>,
+}
+
+/// What placement knows of one model's speed on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpeed {
+    pub model: String,
+    /// Prompt tokens processed per second.
+    pub prompt_tps: f64,
+    /// Tokens generated per second.
+    pub gen_tps: f64,
+    /// Seconds to load the model when it is not in memory.
+    pub cold_load_s: f64,
+    /// Where the generation speed comes from: `measured` on this node, or borrowed from
+    /// nodes of the same Pi model (`pi_model`), the whole fleet (`fleet`), or a `default`.
+    pub source: String,
+    /// Results of this node and model the figures were learned from.
+    pub results: u64,
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ struct State {
     fail_mid_stream: Option<String>,
     first_token_delay: Duration,
     token_delay: Duration,
+    /// Reported durations are divided by this (a faster or slower board).
+    speed: f64,
     requests: Vec<Recorded>,
     /// Streamed generations running now, finished, and stopped by a closed connection.
     active: u64,
@@ -106,6 +108,7 @@ impl FakeOllama {
             fail_mid_stream: None,
             first_token_delay: Duration::ZERO,
             token_delay: Duration::ZERO,
+            speed: 1.0,
             requests: Vec::new(),
             active: 0,
             completed: 0,
@@ -169,6 +172,11 @@ impl FakeOllama {
     /// Pause between streamed tokens.
     pub fn token_delay(&self, delay: Duration) {
         self.state().token_delay = delay;
+    }
+
+    /// Reports prompt and generation durations as a board `factor` times faster would.
+    pub fn set_speed(&self, factor: f64) {
+        self.state().speed = factor;
     }
 
     /// Every generation streams `n` tokens (`tok1 tok2 …`), replacing the reply text.
@@ -417,7 +425,7 @@ fn generate(
     if model.is_empty() {
         return respond(conn, 400, &json!({"error": "model is required"}));
     }
-    let (reply, fail, first_delay, token_delay) = {
+    let (reply, fail, first_delay, token_delay, speed) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         if !st.models.iter().any(|m| m.name == model) {
             drop(st);
@@ -441,6 +449,7 @@ fn generate(
             st.fail_mid_stream.clone(),
             st.first_token_delay,
             st.token_delay,
+            st.speed,
         )
     };
     let prompt_words = if chat {
@@ -477,11 +486,12 @@ fn generate(
     if !chat {
         final_obj["context"] = json!([1, 2, 3]);
     }
-    let eval_duration = 50_000_000 * eval_count.max(1);
-    final_obj["total_duration"] = json!(eval_duration + 150_000_000);
+    let eval_duration = (50_000_000.0 * eval_count.max(1) as f64 / speed) as u64;
+    let prompt_eval_duration = (70_000_000.0 / speed) as u64;
+    final_obj["total_duration"] = json!(eval_duration + prompt_eval_duration + 80_000_000);
     final_obj["load_duration"] = json!(80_000_000u64);
     final_obj["prompt_eval_count"] = json!(prompt_words as u64 + 8);
-    final_obj["prompt_eval_duration"] = json!(70_000_000u64);
+    final_obj["prompt_eval_duration"] = json!(prompt_eval_duration);
     final_obj["eval_count"] = json!(eval_count);
     final_obj["eval_duration"] = json!(eval_duration);
 

@@ -3,6 +3,7 @@
 
 use pifleet_protocol::{TaskAssignment, TaskState};
 
+use super::estimate::Pick;
 use super::limits::Thermal;
 use super::placement::{canonical_model, Requirements};
 use super::poll::Delivery;
@@ -16,17 +17,41 @@ impl Inner {
     /// Places lane heads on the best waiting nodes until no waiting node can take any.
     pub(super) fn dispatch(&mut self, sh: &Shared, now: f64) {
         let thermal = &sh.limits.thermal;
+        self.prune_holds();
+        self.estimates.refresh(now, false);
         loop {
             if self.waiting.is_empty() || !self.queue.has_ready() {
                 return;
             }
             let mut placed = false;
             for (key, req) in self.queue.heads() {
-                if let Some(node_id) = self.best_waiting(&req, thermal) {
+                // LLM tasks go where they are expected to finish first.
+                let mut run_s = None;
+                let head = self
+                    .queue
+                    .lanes
+                    .get(&req)
+                    .and_then(|l| l.get(&key))
+                    .cloned();
+                let pick = match (&req.model, head) {
+                    (Some(_), Some(id)) => match self.pick_by_finish(&id, &req, thermal, now) {
+                        Pick::Run { node, run_s: s } => {
+                            run_s = Some(s);
+                            Some(node)
+                        }
+                        Pick::Hold => None,
+                        Pick::Nowhere => self.best_waiting(&req, thermal),
+                    },
+                    _ => self.best_waiting(&req, thermal),
+                };
+                if let Some(node_id) = pick {
                     if let Some(task_id) = self.queue.remove_ready(&req, key) {
                         if !self.assign(&task_id, &node_id, sh, now) {
                             // Its polls hung up just now; the node is re-filed without them.
                             self.queue.push_ready(&req, key, task_id);
+                        } else if let Some(s) = run_s {
+                            self.estimates.held.remove(&task_id);
+                            self.estimates.busy_until.insert(node_id, now + s);
                         }
                         placed = true;
                         break;

@@ -10,6 +10,8 @@
 //! | `tally.rs` | counts by state and pending tasks by priority |
 //! | `queue.rs`, `waiting.rs` | ready lanes and the backoff set; the index of waiting nodes |
 //! | `placement.rs` | the pure eligibility and ranking rules |
+//! | `speed.rs`, `finish.rs` | measured speeds per node and model; the pure expected-finish ranking |
+//! | `estimate.rs` | expected-finish candidates for the dispatch, learning speeds from results |
 //! | `dispatch.rs` | placing lane heads on the best waiting node, assigning |
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
 //! | `tasks.rs` | submit, settle (fencing), revoke, watch for settlement |
@@ -27,6 +29,8 @@
 mod cancel;
 mod dispatch;
 mod error;
+mod estimate;
+pub mod finish;
 mod housekeeping;
 mod invariants;
 mod limits;
@@ -35,6 +39,7 @@ pub mod placement;
 mod poll;
 mod queue;
 mod recover;
+pub mod speed;
 pub mod stream;
 mod tally;
 mod task;
@@ -82,6 +87,8 @@ struct Inner {
     settle_watchers: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     /// The most recently failed tasks, oldest first (bounded), for the status page.
     recent_failed: VecDeque<TaskId>,
+    /// Measured speeds and expected-finish bookkeeping.
+    estimates: estimate::Estimates,
     /// The most recently settled tasks, completed or failed, oldest first (bounded), for
     /// the recent work of the CLI's watch and the page.
     recent_settled: VecDeque<TaskId>,

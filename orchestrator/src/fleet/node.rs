@@ -184,6 +184,7 @@ impl Node {
             node: self.view(),
             history: self.history.iter().cloned().collect(),
             thresholds: None,
+            speeds: Vec::new(),
         }
     }
 

@@ -171,6 +171,9 @@ impl Fleet {
                 node.last_seen = now;
                 muts.push(node.counts_mutation());
             }
+            if report.success {
+                inner.learn(w, &result, now, &mut muts);
+            }
             inner.refile(w, &self.shared.limits.thermal);
         } else {
             inner.revoke(&id, Revoke::Failed, &self.shared, now, &mut muts);

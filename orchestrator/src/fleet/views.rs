@@ -128,6 +128,9 @@ impl Inner {
                 task.error.as_deref().unwrap_or("a failed attempt")
             );
         }
+        if let Some(held) = self.held_reason(&task.id, now) {
+            return held;
+        }
         let refusals: Vec<Refusal> = self
             .nodes
             .values()
@@ -194,13 +197,20 @@ impl Fleet {
     /// `workers_online` counts the nodes that take work (online or busy): a draining or
     /// dead node is not online here, as in `/api/stats`, `/api/nodes`, the CLI and the page.
     pub fn health(&self) -> HealthResponse {
+        let store_error = self.store_failing();
         let inner = self.lock();
         let w = inner.worker_counts();
         HealthResponse {
-            status: "healthy".into(),
+            status: if store_error.is_some() {
+                "degraded"
+            } else {
+                "healthy"
+            }
+            .into(),
             workers_online: Some(w.online + w.busy),
             tasks_pending: Some(inner.tally.pending),
             version: Some(env!("CARGO_PKG_VERSION").into()),
+            store_error,
         }
     }
 
@@ -269,7 +279,11 @@ impl Fleet {
 
     /// One node with its recent metric history (oldest first) and the thresholds.
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
-        let mut detail = self.lock().nodes.get(id).map(Node::detail)?;
+        let inner = self.lock();
+        let node = inner.nodes.get(id)?;
+        let mut detail = node.detail();
+        detail.speeds = inner.speed_view(node);
+        drop(inner);
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
         self.mark_streaming(std::iter::once(&mut detail.node));
         Some(detail)
@@ -285,11 +299,13 @@ impl Fleet {
             .nodes
             .values()
             .map(|n| {
-                if histories {
+                let mut d: pifleet_protocol::NodeDetail = if histories {
                     n.detail()
                 } else {
                     n.view().into()
-                }
+                };
+                d.speeds = inner.speed_view(n);
+                d
             })
             .collect();
         let mut snap = FleetSnapshot {

@@ -18,6 +18,7 @@
 //! | `pifleet_node_under_voltage` | gauge | `node` |
 //! | `pifleet_node_running_tasks` | gauge | `node` |
 //! | `pifleet_node_last_seen_age_seconds` | gauge | `node` |
+//! | `pifleet_node_generation_tokens_per_second`, `_prompt_tokens_per_second`, `pifleet_node_cold_load_seconds` (measured on the node) | gauge | `node`, `model` |
 //! | `pifleet_nodes` | gauge | `status` |
 //! | `pifleet_queue_depth` (pending tasks) | gauge | `priority` |
 //! | `pifleet_tasks_running` | gauge | |
@@ -121,6 +122,21 @@ pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics
         "Nodes by status (a draining node counts as draining)",
     );
     let queue = gauge_family(&mut r, "pifleet_queue_depth", "Pending tasks by priority");
+    let gen_tps = gauge_family(
+        &mut r,
+        "pifleet_node_generation_tokens_per_second",
+        "Measured generation speed placement ranks the node by, per model",
+    );
+    let prompt_tps = gauge_family(
+        &mut r,
+        "pifleet_node_prompt_tokens_per_second",
+        "Prompt-processing speed placement ranks the node by, per model",
+    );
+    let cold_load = gauge_family(
+        &mut r,
+        "pifleet_node_cold_load_seconds",
+        "Model load time placement charges the node when the model is not in memory",
+    );
 
     for d in &s.nodes {
         let n = &d.node;
@@ -129,6 +145,16 @@ pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics
         up.get_or_create(&l)
             .set(bool_f(status != pifleet_protocol::WorkerState::Dead));
         draining.get_or_create(&l).set(bool_f(n.draining));
+        // Only what the node measured itself: borrowed figures would read as facts.
+        for sp in d.speeds.iter().filter(|sp| sp.source == "measured") {
+            let ml = vec![
+                ("node".to_string(), n.worker_id.clone()),
+                ("model".to_string(), sp.model.clone()),
+            ];
+            gen_tps.get_or_create(&ml).set(sp.gen_tps);
+            prompt_tps.get_or_create(&ml).set(sp.prompt_tps);
+            cold_load.get_or_create(&ml).set(sp.cold_load_s);
+        }
         running.get_or_create(&l).set(n.current_tasks.len() as f64);
         age.get_or_create(&l).set((s.at - n.last_seen).max(0.0));
         if let Some(m) = &n.metrics {
@@ -270,5 +296,36 @@ mod tests {
                 "missing {line}:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn measured_speeds_are_exported_and_borrowed_ones_are_not() {
+        let mut d: pifleet_protocol::NodeDetail = test_node("pi-1", 98.0).into();
+        let speed = |model: &str, source: &str| pifleet_protocol::ModelSpeed {
+            model: model.into(),
+            prompt_tps: 40.0,
+            gen_tps: 9.5,
+            cold_load_s: 12.25,
+            source: source.into(),
+            results: 3,
+        };
+        d.speeds = vec![
+            speed("llama3.2:1b", "measured"),
+            speed("qwen2.5:0.5b", "fleet"),
+        ];
+        let s = FleetSnapshot {
+            at: 100.0,
+            nodes: vec![d],
+            ..Default::default()
+        };
+        let text = render(&s, &Histograms::default(), None);
+        for line in [
+            r#"pifleet_node_generation_tokens_per_second{node="pi-1",model="llama3.2:1b"} 9.5"#,
+            r#"pifleet_node_prompt_tokens_per_second{node="pi-1",model="llama3.2:1b"} 40.0"#,
+            r#"pifleet_node_cold_load_seconds{node="pi-1",model="llama3.2:1b"} 12.25"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("qwen2.5:0.5b"), "{text}");
     }
 }

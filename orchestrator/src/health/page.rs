@@ -396,6 +396,7 @@ mod tests {
                 })
                 .collect(),
             thresholds: None,
+            speeds: Vec::new(),
         }
     }
 

@@ -99,6 +99,7 @@ async fn health(State(s): State<AppState>, headers: HeaderMap) -> Json<HealthRes
     if s.auth.guarded() && !s.auth.knows(&headers) {
         h.workers_online = None;
         h.tasks_pending = None;
+        h.store_error = None;
         h.version = None;
     }
     Json(h)

@@ -10,6 +10,7 @@ pub struct MemoryStore {
     tasks: BTreeMap<String, TaskRow>,
     workers: BTreeMap<String, WorkerRow>,
     counters: BTreeMap<String, u64>,
+    speeds: BTreeMap<String, serde_json::Value>,
 }
 
 impl MemoryStore {
@@ -24,6 +25,11 @@ impl Store for MemoryStore {
             tasks: self.tasks.values().cloned().collect(),
             workers: self.workers.values().cloned().collect(),
             counters: self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            speeds: self
+                .speeds
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -48,12 +54,16 @@ impl Store for MemoryStore {
                 }
                 Mutation::DeleteWorker(id) => {
                     self.workers.remove(id);
+                    self.speeds.remove(id);
                 }
                 Mutation::DeleteTask(id) => {
                     self.tasks.remove(id);
                 }
                 Mutation::Counter(k, v) => {
                     self.counters.insert(k.clone(), *v);
+                }
+                Mutation::PutSpeeds { node, speeds } => {
+                    self.speeds.insert(node.clone(), speeds.clone());
                 }
             }
         }

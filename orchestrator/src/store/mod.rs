@@ -10,10 +10,12 @@
 pub mod keys;
 pub mod lock;
 pub mod memory;
+mod speeds;
 pub mod sqlite;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use pifleet_protocol::TaskState;
@@ -110,6 +112,11 @@ pub enum Mutation {
     DeleteWorker(String),
     DeleteTask(String),
     Counter(String, u64),
+    /// A node's measured speeds (see `eta::speed::NodeSpeeds`), replacing the last.
+    PutSpeeds {
+        node: String,
+        speeds: Value,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -117,6 +124,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRow>,
     pub workers: Vec<WorkerRow>,
     pub counters: Vec<(String, u64)>,
+    /// Node id -> its measured speeds.
+    pub speeds: Vec<(String, Value)>,
 }
 
 /// Where the orchestrator keeps its state. A server database for several orchestrators
@@ -143,7 +152,25 @@ enum Command {
     Write {
         mutations: Vec<Mutation>,
         done: Option<oneshot::Sender<CommitResult>>,
+        /// The state generation the mutations were computed from (see [`Recovery`]).
+        generation: u64,
     },
+}
+
+/// Called with what the store holds after a commit failed, to put the in-memory state
+/// back to it; returns once it has, having moved [`Recovery::generation`] on.
+pub type RebuildHook = Box<dyn Fn(Snapshot) + Send + Sync>;
+
+/// A failed commit must leave no trace: the store rolled the batch back, so the state
+/// that produced it (and everything queued after it, computed from that state) is
+/// discarded and rebuilt from the store before any of its senders hears of the failure.
+#[derive(Default)]
+struct Recovery {
+    /// Bumped by the rebuild; writes tagged with an older one are refused unapplied.
+    generation: AtomicU64,
+    rebuild: Mutex<Option<RebuildHook>>,
+    /// The error of the last commit, cleared by the next one that succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 /// Cheap handle to the store thread. Sending never blocks, so it may be called under the
@@ -151,6 +178,7 @@ enum Command {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Command>,
+    recovery: Arc<Recovery>,
 }
 
 /// Largest number of commands folded into one transaction: bounds the latency of the
@@ -164,19 +192,40 @@ impl StoreHandle {
         mut store: Box<dyn Store>,
     ) -> std::io::Result<(StoreHandle, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Command>();
+        let recovery = Arc::new(Recovery::default());
+        let shared = recovery.clone();
         let join = thread::Builder::new()
             .name("pifleet-store".into())
             .spawn(move || {
+                let recovery = shared;
                 let mut batch: Vec<Mutation> = Vec::new();
                 let mut waiters: Vec<oneshot::Sender<CommitResult>> = Vec::new();
+                let mut stale: Vec<oneshot::Sender<CommitResult>> = Vec::new();
                 while let Ok(first) = rx.recv() {
+                    let current = recovery.generation.load(Ordering::Acquire);
                     let mut next = Some(first);
                     let mut commands = 0;
-                    while let Some(Command::Write { mutations, done }) = next {
-                        batch.extend(mutations);
-                        waiters.extend(done);
+                    while let Some(Command::Write {
+                        mutations,
+                        done,
+                        generation,
+                    }) = next
+                    {
+                        if generation < current {
+                            // Computed from a state that was rolled back: never applied.
+                            stale.extend(done);
+                        } else {
+                            batch.extend(mutations);
+                            waiters.extend(done);
+                        }
                         commands += 1;
                         next = if commands < MAX_BATCH { rx.try_recv().ok() } else { None };
+                    }
+                    for w in stale.drain(..) {
+                        let _ = w.send(Err(CommitError::Failed(
+                            "an earlier commit failed and the state was rebuilt from the store"
+                                .into(),
+                        )));
                     }
                     let outcome = if batch.is_empty() {
                         Ok(())
@@ -186,6 +235,13 @@ impl StoreHandle {
                             CommitError::Failed(e.to_string())
                         })
                     };
+                    if !batch.is_empty() {
+                        let mut failing = recovery.failing.lock().unwrap_or_else(|p| p.into_inner());
+                        *failing = outcome.as_ref().err().map(ToString::to_string);
+                    }
+                    if outcome.is_err() {
+                        recover(&mut *store, &recovery);
+                    }
                     for w in waiters.drain(..) {
                         let _ = w.send(outcome.clone());
                     }
@@ -193,7 +249,31 @@ impl StoreHandle {
                 }
                 tracing::debug!("store thread finished");
             })?;
-        Ok((StoreHandle { tx }, join))
+        Ok((StoreHandle { tx, recovery }, join))
+    }
+
+    /// Registers how the in-memory state is rebuilt after a failed commit.
+    pub fn on_failed_commit(&self, rebuild: RebuildHook) {
+        *self
+            .recovery
+            .rebuild
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(rebuild);
+    }
+
+    /// Moves the generation on: called by the rebuild, under the state lock, once the
+    /// state matches the store again.
+    pub fn next_generation(&self) {
+        self.recovery.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The error of the last commit, while commits fail.
+    pub fn failing(&self) -> Option<String> {
+        self.recovery
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Queues mutations; the receiver answers once they are committed.
@@ -204,6 +284,7 @@ impl StoreHandle {
         })) = self.tx.send(Command::Write {
             mutations,
             done: Some(done),
+            generation: self.recovery.generation.load(Ordering::Acquire),
         }) {
             let _ = done.send(Err(CommitError::Gone));
         }
@@ -220,10 +301,30 @@ impl StoreHandle {
             .send(Command::Write {
                 mutations,
                 done: None,
+                generation: self.recovery.generation.load(Ordering::Acquire),
             })
             .is_err()
         {
             tracing::warn!("store thread is gone; change not persisted");
+        }
+    }
+}
+
+/// After a failed commit: reads the store back and hands it to the rebuild hook. Without
+/// a hook (a bare store in tests) there is nothing in memory to put right.
+fn recover(store: &mut dyn Store, recovery: &Recovery) {
+    let hook = recovery.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(rebuild) = hook.as_ref() else {
+        return;
+    };
+    match store.load() {
+        Ok(snapshot) => {
+            rebuild(snapshot);
+            tracing::warn!("state rebuilt from the store after a failed commit");
+        }
+        Err(e) => {
+            // Memory stays ahead of the store; the next failed commit tries again.
+            tracing::error!(error = %e, "reading the store back after a failed commit failed");
         }
     }
 }

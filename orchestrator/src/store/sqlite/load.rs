@@ -160,6 +160,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Snapshot, StoreError> {
     }
     drop(rows);
     drop(stmt);
+    snap.speeds = crate::store::speeds::load(conn)?;
     if !bad.is_empty() {
         quarantine(conn, &bad)?;
     }

@@ -108,6 +108,8 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(super::keys::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(super::speeds::SCHEMA)
+            .map_err(open_err)?;
         conn.execute_batch(&format!(
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))
@@ -236,6 +238,7 @@ impl Store for SqliteStore {
                 Mutation::DeleteWorker(id) => {
                     tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
                         .execute(params![id])?;
+                    super::speeds::delete(&tx, id)?;
                 }
                 Mutation::DeleteTask(id) => {
                     tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
@@ -248,6 +251,7 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![k, *v as i64])?;
                 }
+                Mutation::PutSpeeds { node, speeds } => super::speeds::put(&tx, node, speeds)?,
             }
         }
         tx.commit()?;
