@@ -3,7 +3,8 @@
 //! `axum::serve` has no read timeouts, no connection cap, and its graceful shutdown waits
 //! for every connection, including one that sent half a request and went quiet. Here:
 //! - the request head must arrive within `header_timeout_s` (this also closes keep-alive
-//!   connections idle that long), and each piece of a body within `body_timeout_s`;
+//!   connections idle that long), and each piece of a body within `body_timeout_s`
+//!   (a worker's token upload may be silent longer: see `STREAM_UPLOAD_SILENCE`);
 //! - at most `max_connections` are open (below the fd limit); past it new ones wait in the
 //!   kernel's backlog and a warning says so, instead of `accept` failing in silence;
 //! - a `Content-Length` over `max_body_bytes` is answered 413 before the body is read;
@@ -55,6 +56,20 @@ const MAX_HEADER_BYTES: usize = 96 * 1024;
 /// File descriptors kept for the database, its WAL, logs and the store's threads.
 const FD_RESERVE: u64 = 64;
 const MAX_CONNECTIONS_CEILING: u64 = 16_384;
+/// A worker's token upload (`POST /api/tasks/{id}/stream`) is silent while its Pi loads the
+/// model and reads the prompt, which takes minutes for a long prompt; the task's attempt
+/// timeout, not this, is what ends an upload that has really stalled.
+const STREAM_UPLOAD_SILENCE: Duration = Duration::from_secs(600);
+
+/// The longest silence allowed between two pieces of the body of a request for `path`.
+fn body_silence(path: &str, limits: &ServerLimits) -> Duration {
+    let upload = path.starts_with("/api/tasks/") && path.ends_with("/stream");
+    if upload {
+        limits.body_timeout.max(STREAM_UPLOAD_SILENCE)
+    } else {
+        limits.body_timeout
+    }
+}
 
 impl ServerLimits {
     pub fn from_raw(
@@ -271,7 +286,8 @@ async fn connection(
             let early = declared
                 .filter(|&n| n > limits.max_body_bytes as u64)
                 .map(|n| too_large(n, limits.max_body_bytes));
-            let req = req.map(|b| body::timed(b, limits.body_timeout, &state.receiving));
+            let silence = body_silence(req.uri().path(), &limits);
+            let req = req.map(|b| body::timed(b, silence, &state.receiving));
             let app = app.clone();
             async move {
                 let resp = match early {
@@ -317,5 +333,31 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_connections: None,
+            shutdown_grace: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn a_token_upload_may_wait_for_a_cold_model_other_bodies_may_not() {
+        let l = limits();
+        let upload = pifleet_protocol::stream_path("t-1", "pi-1", 1);
+        let upload = upload.split('?').next().unwrap();
+        assert_eq!(body_silence(upload, &l), STREAM_UPLOAD_SILENCE);
+        assert_eq!(body_silence("/api/tasks/t-1/result", &l), l.body_timeout);
+        assert_eq!(body_silence("/api/tasks/submit", &l), l.body_timeout);
+        assert_eq!(body_silence("/v1/chat/completions", &l), l.body_timeout);
     }
 }
