@@ -310,7 +310,9 @@ fn respond(conn: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<(
 fn chunk(conn: &mut TcpStream, line: &Value) -> std::io::Result<()> {
     let mut text = line.to_string();
     text.push('\n');
-    write!(conn, "{:x}\r\n{text}\r\n", text.len())?;
+    // One write per chunk, as a real server's buffered writer sends it: a client that
+    // closes on reading the line must not find the chunk's own CRLF still unsent.
+    conn.write_all(format!("{:x}\r\n{text}\r\n", text.len()).as_bytes())?;
     conn.flush()
 }
 
@@ -554,8 +556,9 @@ fn stream_tokens(
         }
     }
     chunk(conn, final_obj)?;
-    write!(conn, "0\r\n\r\n")?;
-    conn.flush()?;
+    // The generation is over once its final object is out: a client that hangs up on
+    // reading it, before the chunked terminator, did not abort anything.
+    let _ = write!(conn, "0\r\n\r\n").and_then(|()| conn.flush());
     Ok(true)
 }
 
