@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build --workspace --bins
 step "tests"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 step "README: every sh block runs as written against a live fleet, or says why not"
 scripts/check-readme.sh
 # Shipping: the systemd units verify cleanly; the SD-card writer's guards hold; the image's
