@@ -22,6 +22,7 @@ mod handlers;
 pub mod metrics;
 pub mod openai;
 pub mod relay;
+mod streaming;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
