@@ -184,11 +184,20 @@ task_file() {
   echo "$dir/demo-$1.json"
 }
 still_queued() {
-  local id
+  local id out try
   [[ -f $dir/demo-tasks ]] || return 1
   while read -r id; do
     [[ -n $id ]] || continue
-    cli task "$id" --json 2>/dev/null | grep -Eq '"status": *"(pending|assigned)"' && return 0
+    # Only an answer counts: a call that fails on the way (an orchestrator still busy
+    # starting on a loaded machine) is asked again, so the demo is not submitted twice.
+    for try in 1 2 3 4 5; do
+      if out=$(cli task "$id" --json 2>&1); then
+        grep -Eq '"status": *"(pending|assigned)"' <<<"$out" && return 0
+        break
+      fi
+      [[ $out == *"cannot reach"* || $out == *"timed out"* ]] || break
+      sleep 0.5
+    done
   done <"$dir/demo-tasks"
   return 1
 }
