@@ -137,8 +137,8 @@ else
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --essential-hook="$essential_hook" --customize-hook="$customize_hook" \
-    "$suite" "$rootfs_tar.part" "${sources[@]}"
-  mv "$rootfs_tar.part" "$rootfs_tar"
+    "$suite" "$rootfs_tar.part.$$" "${sources[@]}"
+  mv "$rootfs_tar.part.$$" "$rootfs_tar"
   log "stage 1: done in $(($(date +%s) - t)) s ($(du -h "$rootfs_tar" | cut -f1))"
 fi
 ((rootfs_only == 0)) || exit 0

@@ -54,8 +54,8 @@ if [ ! -s "$base" ]; then
   log "making the $suite $arch test root (mmdebstrap minbase + adduser)"
   mmdebstrap --quiet --arch="$arch" --variant=minbase --include=adduser --format=tar \
     --aptopt='Acquire::Languages "none"' --customize-hook="$hook" \
-    "$suite" "$base.part" "${sources[@]}"
-  mv "$base.part" "$base"
+    "$suite" "$base.part.$$" "${sources[@]}"
+  mv "$base.part.$$" "$base"
   log "test root made in $(($(date +%s) - t)) s"
 fi
 
