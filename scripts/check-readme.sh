@@ -110,7 +110,7 @@ FLEET_BIN=${CARGO_TARGET_DIR:-target}/debug FLEET_PORT=0 FLEET_WATCH=0 FLEET_DIR
 fleet_pid=$!
 url=""
 for _ in $(seq 600); do
-  url=$(sed -n 's/.*fleet ready on \(http:[^ ]*\).*/\1/p' "$tmp/fleet.err")
+  url=$(sed -n 's/.*fleet ready on \(http:[^ ]*\).*/\1/p' "$tmp/fleet.err" 2>/dev/null || true)
   [[ -n $url ]] && break
   kill -0 "$fleet_pid" 2>/dev/null || break
   sleep 0.1

@@ -107,7 +107,7 @@ trap cleanup INT TERM EXIT
 pids+=($!)
 for _ in $(seq 100); do
   if [[ $port == 0 ]]; then
-    bound=$(grep -o 'listening addr=127.0.0.1:[0-9]*' "$dir/orchestrator.log" | tail -1 || true)
+    bound=$(grep -o 'listening addr=127.0.0.1:[0-9]*' "$dir/orchestrator.log" 2>/dev/null | tail -1 || true)
     [[ -n $bound ]] && port=${bound##*:}
   fi
   [[ $port != 0 ]] && answers 127.0.0.1 "$port" && break
@@ -147,7 +147,7 @@ else
   pids+=($!)
   ollama=""
   for _ in $(seq 100); do
-    ollama=$(sed -n 's/^listening on //p' "$dir/ollama-stand-in.log")
+    ollama=$(sed -n 's/^listening on //p' "$dir/ollama-stand-in.log" 2>/dev/null || true)
     [[ -n $ollama ]] && break
     sleep 0.1
   done
