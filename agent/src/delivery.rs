@@ -45,6 +45,11 @@ impl Outbox {
         self.spool.is_empty()
     }
 
+    /// The tasks whose results wait here for delivery.
+    pub fn held(&self) -> Vec<String> {
+        self.spool.held()
+    }
+
     pub fn dir(&self) -> &Path {
         self.spool.dir()
     }

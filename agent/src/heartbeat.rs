@@ -46,9 +46,15 @@ pub fn heartbeat_loop(s: Arc<Node>, beat: Arc<Beat>, mut probe: SysProbe) {
         if let Some(models) = &models {
             s.registrar.refresh_models(models);
         }
+        // Running first, then the spool: a task is spooled before it leaves the running
+        // list, so one read or the other sees it and the orchestrator never takes back
+        // work this node still has.
+        let running = s.activity.running();
+        let spooled = s.outbox.held();
         let req = HeartbeatRequest {
             metrics: Some(m),
-            running_tasks: Some(s.activity.running()),
+            running_tasks: Some(running),
+            spooled_results: Some(spooled),
         };
         let epoch = s.registrar.epoch();
         match s.client.heartbeat(&s.cfg.id, &req) {

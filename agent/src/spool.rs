@@ -3,15 +3,18 @@
 //! so a crash, a reboot or an orchestrator outage loses nothing. Disk only: sending them
 //! is the job of `delivery.rs`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pifleet_protocol::ResultRequest;
 use serde::{Deserialize, Serialize};
 
+use crate::activity::lock;
 use crate::error::Error;
 
 /// One spooled result.
@@ -30,6 +33,9 @@ pub struct Spooled {
 pub struct Spool {
     dir: PathBuf,
     seq: AtomicU64,
+    /// The task id of every spooled file, so a heartbeat can say which results the node
+    /// holds without reading the files (a long outage can spool many).
+    held: Mutex<BTreeMap<PathBuf, String>>,
 }
 
 fn sanitize(id: &str) -> String {
@@ -60,10 +66,26 @@ impl Spool {
                 }
             }
         }
-        Ok(Spool {
+        let spool = Spool {
             dir,
             seq: AtomicU64::new(0),
-        })
+            held: Mutex::new(BTreeMap::new()),
+        };
+        let held = spool
+            .pending()
+            .into_iter()
+            .map(|s| (s.path, s.entry.task_id))
+            .collect();
+        *lock(&spool.held) = held;
+        Ok(spool)
+    }
+
+    /// The tasks whose results are spooled and not yet delivered.
+    pub fn held(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.held).values().cloned().collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     pub fn dir(&self) -> &Path {
@@ -102,6 +124,8 @@ impl Spool {
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        // Listed before the task leaves the running list, so no heartbeat misses it.
+        lock(&self.held).insert(path.clone(), task_id.to_string());
         Ok(path)
     }
 
@@ -130,6 +154,7 @@ impl Spool {
                             path.display()
                         );
                         let _ = fs::rename(&path, path.with_extension("bad"));
+                        lock(&self.held).remove(&path);
                         None
                     }
                 }
@@ -153,6 +178,8 @@ impl Spool {
                 s.path.display()
             );
         }
+        // Taken by the orchestrator (or unwanted by it) either way: no longer held.
+        lock(&self.held).remove(&s.path);
     }
 }
 
@@ -183,5 +210,26 @@ mod tests {
         assert_eq!(p[2].entry.request.result["n"], 2);
         assert!(!s.dir().join("x.json.tmp").exists());
         assert!(s.dir().join("broken.bad").exists());
+    }
+
+    #[test]
+    fn held_lists_the_spooled_tasks_across_a_restart_until_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Spool::open(tmp.path()).unwrap();
+        let req = |a| ResultRequest {
+            worker_id: "w".into(),
+            result: json!({"success": true}),
+            attempt: Some(a),
+        };
+        s.put("task/b", &req(1)).unwrap();
+        s.put("task/a", &req(1)).unwrap();
+        s.put("task/a", &req(2)).unwrap();
+        assert_eq!(s.held(), ["task/a", "task/b"]);
+        let s = Spool::open(tmp.path()).unwrap();
+        assert_eq!(s.held(), ["task/a", "task/b"], "read back at start");
+        for p in s.pending().iter().filter(|p| p.entry.task_id == "task/b") {
+            s.remove(p);
+        }
+        assert_eq!(s.held(), ["task/a"]);
     }
 }

@@ -72,6 +72,7 @@ fn main() {
                     HeartbeatRequest {
                         metrics: Some(metrics_for(i, beat)),
                         running_tasks: None,
+                        spooled_results: None,
                     },
                 )
                 .expect("heartbeat");
@@ -97,6 +98,7 @@ fn main() {
             HeartbeatRequest {
                 metrics: Some(metrics_for(0, history + 1)),
                 running_tasks: None,
+                spooled_results: None,
             },
         )
         .unwrap();

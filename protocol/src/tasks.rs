@@ -268,6 +268,10 @@ pub struct TaskCounts {
     /// Attempts that were revoked and requeued (dead node, timeout, retryable failure).
     #[serde(default)]
     pub retried: u64,
+    /// Attempts taken back because their node neither ran them nor held their result
+    /// (the poll answer was lost); also counted in `retried`.
+    #[serde(default)]
+    pub reclaimed: u64,
     /// Gateway requests whose client hung up (or that waited past the queue time).
     #[serde(default)]
     pub cancelled: u64,

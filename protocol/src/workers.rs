@@ -91,6 +91,12 @@ pub struct HeartbeatRequest {
     /// Ids of the tasks the node is running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_tasks: Option<Vec<String>>,
+    /// Ids of the tasks whose results the node holds in its spool, not yet delivered.
+    /// Sent together with `running_tasks`, it lets the orchestrator take back at once an
+    /// attempt the node neither runs nor holds (its poll answer was lost); a node that
+    /// sends only one of the two keeps the per-attempt timeout rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spooled_results: Option<Vec<String>>,
 }
 
 /// Live health of a node. A field the node could not read is absent, never invented.

@@ -100,6 +100,23 @@ impl SimAgent {
             &HeartbeatRequest {
                 metrics: Some(metrics),
                 running_tasks: None,
+                spooled_results: None,
+            },
+        );
+        assert_eq!(status, 200, "heartbeat {}: {v}", self.id);
+        serde_json::from_value(v).expect("heartbeat response")
+    }
+
+    /// A heartbeat saying what the node runs and which results it holds in its spool
+    /// (`None`: the field is left out, as a seed worker does).
+    pub fn beat(&self, running: Option<&[&str]>, spooled: Option<&[&str]>) -> HeartbeatResponse {
+        let ids = |v: Option<&[&str]>| v.map(|v| v.iter().map(|s| s.to_string()).collect());
+        let (status, v) = self.post(
+            &worker_path(&self.id, "heartbeat"),
+            &HeartbeatRequest {
+                metrics: None,
+                running_tasks: ids(running),
+                spooled_results: ids(spooled),
             },
         );
         assert_eq!(status, 200, "heartbeat {}: {v}", self.id);

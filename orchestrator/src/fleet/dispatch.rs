@@ -119,6 +119,8 @@ impl Inner {
         task.assigned_at = Some(now);
         task.not_before = None;
         task.updated_at = now;
+        task.handed = false;
+        task.unseen_beats = 0;
         node.current.push(id.clone());
         self.waiting.refresh(node, &sh.limits.thermal);
         self.tally

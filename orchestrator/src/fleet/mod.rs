@@ -15,6 +15,7 @@
 //! | `dispatch.rs` | placing lane heads on the best waiting node, assigning |
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
 //! | `tasks.rs` | submit, settle (fencing), revoke, watch for settlement |
+//! | `reclaim.rs` | taking back an attempt whose node neither runs nor holds it (lost answer) |
 //! | `housekeeping.rs`, `recover.rs` | the periodic tick and pruning; the start from the store |
 //! | `views.rs`, `invariants.rs` | read models for the API and the page; the test checker |
 //!
@@ -38,6 +39,7 @@ mod node;
 pub mod placement;
 mod poll;
 mod queue;
+mod reclaim;
 mod recover;
 pub mod speed;
 pub mod stream;

@@ -95,6 +95,19 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// The poll answer carrying `attempt` went out: from now on a heartbeat that omits it
+    /// counts towards taking it back (see `reclaim.rs`).
+    fn handed(&self, task_id: &TaskId, worker: &str, attempt: u32) {
+        let mut inner = self.lock();
+        if let Some(t) = inner.tasks.get_mut(task_id) {
+            if t.held_by(worker, attempt) {
+                t.handed = true;
+            }
+        }
+    }
+}
+
 fn handed(d: &Delivery) -> (TaskId, u32) {
     (
         Arc::from(d.assignment.task_id.as_str()),
@@ -148,8 +161,11 @@ impl PollTicket {
         Ok(Some(d.assignment))
     }
 
-    /// The worker has its task: from now on only a result or a timeout settles it.
+    /// The worker has its task: from now on only a result, a timeout, or heartbeats that
+    /// show the node neither runs nor holds it (the answer was lost after all) take it back.
     pub fn finish(mut self) {
-        self.handed = None;
+        if let Some((task, attempt)) = self.handed.take() {
+            self.fleet.handed(&task, &self.worker_id, attempt);
+        }
     }
 }

@@ -11,6 +11,7 @@ const LEVELS: usize = PRIORITY_MAX as usize + 1;
 
 /// The names the cumulative counts are stored under.
 const RETRIED: &str = "retried";
+const RECLAIMED: &str = "reclaimed";
 const PRUNED_COMPLETED: &str = "pruned_completed";
 const PRUNED_FAILED: &str = "pruned_failed";
 
@@ -25,6 +26,8 @@ pub(super) struct Tally {
     pub cancelled: u64,
     /// Attempts put back in the queue after a counted failure (cumulative).
     pub retried: u64,
+    /// Attempts taken back because their poll answer was lost (cumulative, in `retried` too).
+    pub reclaimed: u64,
     /// Settled tasks forgotten after their retention (still in completed / failed).
     pub pruned_completed: u64,
     pub pruned_failed: u64,
@@ -72,6 +75,12 @@ impl Tally {
         Mutation::Counter(RETRIED.into(), self.retried)
     }
 
+    /// One more attempt taken back after its poll answer was lost: the counter to store.
+    pub fn reclaimed(&mut self) -> Mutation {
+        self.reclaimed += 1;
+        Mutation::Counter(RECLAIMED.into(), self.reclaimed)
+    }
+
     /// The forgotten-task counters to store after pruning.
     pub fn pruned_counters(&self) -> [Mutation; 2] {
         [
@@ -89,6 +98,7 @@ impl Tally {
                 .map_or(0, |(_, v)| *v)
         };
         self.retried = get(RETRIED);
+        self.reclaimed = get(RECLAIMED);
         self.restore_pruned(get(PRUNED_COMPLETED), get(PRUNED_FAILED));
     }
 
@@ -127,6 +137,7 @@ impl Tally {
             completed: self.completed,
             failed: self.failed,
             retried: self.retried,
+            reclaimed: self.reclaimed,
             cancelled: self.cancelled,
         }
     }

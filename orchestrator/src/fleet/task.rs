@@ -41,6 +41,11 @@ pub(super) type Rank = (i64, u64);
 pub(super) struct Task {
     pub id: TaskId,
     pub req: Arc<Requirements>,
+    /// The current attempt's poll answer went out (or, after a restart, may have): only
+    /// then can a heartbeat that omits the attempt mean its answer was lost.
+    pub handed: bool,
+    /// Consecutive heartbeats of the holder that neither ran nor held this attempt.
+    pub unseen_beats: u8,
     row: TaskRow,
 }
 
@@ -88,6 +93,9 @@ impl Task {
         Task {
             id: Arc::from(row.id.as_str()),
             req: Arc::new(Requirements::of(&row.task_type, &row.data)),
+            // A stored assignment was committed before its answer went out.
+            handed: row.state == TaskState::Assigned,
+            unseen_beats: 0,
             row,
         }
     }

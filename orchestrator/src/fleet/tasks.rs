@@ -46,6 +46,9 @@ pub(super) enum Revoke {
     Undelivered,
     /// The attempt's stream to a gateway client broke before its first chunk.
     StreamBroken,
+    /// The holder's heartbeats say it neither runs the attempt nor holds its result: the
+    /// poll answer never reached it (see `reclaim.rs`).
+    Lost,
 }
 
 pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) {
@@ -264,12 +267,23 @@ impl Inner {
             Revoke::StreamBroken => {
                 format!("attempt {attempt}: the stream from \"{holder}\" broke off")
             }
+            Revoke::Lost => format!(
+                "attempt {attempt}: \"{holder}\" neither runs it nor holds its result \
+                 ({} heartbeats without it): the assignment never reached it",
+                super::reclaim::UNSEEN_BEATS
+            ),
         };
         // A stream is only ever fed by its current attempt.
         sh.streams.stop(id, Some(attempt));
+        // A lost answer counts against the task's attempts: a task that kills its agent
+        // before the agent can say it runs it must not circle the fleet for ever.
         let counted = matches!(
             why,
-            Revoke::NodeDead | Revoke::TimedOut | Revoke::Failed | Revoke::StreamBroken
+            Revoke::NodeDead
+                | Revoke::TimedOut
+                | Revoke::Failed
+                | Revoke::StreamBroken
+                | Revoke::Lost
         );
         if counted {
             task.failures += 1;
@@ -305,7 +319,8 @@ impl Inner {
         muts.push(Mutation::UpdateTask(task.row()));
         if let Some(node) = self.nodes.get_mut(&holder) {
             node.current.retain(|t| t != id);
-            if counted && why != Revoke::NodeDead {
+            // Neither a dead node nor a lost answer is the node failing a task it ran.
+            if counted && !matches!(why, Revoke::NodeDead | Revoke::Lost) {
                 node.failed += 1;
                 muts.push(node.counts_mutation());
             }

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::error::{committed, FleetError};
 use super::node::Node;
+use super::reclaim::Holding;
 use super::tasks::Revoke;
 use super::{Fleet, Inner};
 use crate::store::{CommitResult, Mutation};
@@ -62,11 +63,13 @@ impl Fleet {
         )
     }
 
+    /// Records a heartbeat. When it shows an attempt lost (see `reclaim.rs`), the attempt
+    /// is requeued and the returned commit makes that durable: answer after it.
     pub fn heartbeat(
         &self,
         id: &str,
         hb: HeartbeatRequest,
-    ) -> Result<HeartbeatResponse, FleetError> {
+    ) -> Result<(HeartbeatResponse, Option<oneshot::Receiver<CommitResult>>), FleetError> {
         let now = self.now();
         let mut inner = self.lock();
         let history_len = self.shared.limits.history_len;
@@ -96,17 +99,29 @@ impl Fleet {
             node.metrics = Some(m);
         }
         let draining = node.draining;
+        let may_take = health_changed && !node.waiters.is_empty();
+        let mut commit = None;
+        if let (Some(running), Some(spooled)) = (&hb.running_tasks, &hb.spooled_results) {
+            let holding = Holding { running, spooled };
+            let mut muts = Vec::new();
+            let lost = inner.reclaim_unseen(id, &holding, &self.shared, now, &mut muts);
+            if !lost.is_empty() {
+                commit = Some(self.shared.store.write(muts));
+                inner.dispatch(&self.shared, now);
+            }
+        }
         // A node that cooled down or loaded a model may now take a task it could not.
-        if health_changed && !node.waiters.is_empty() {
+        if may_take {
             inner.refile(id, &self.shared.limits.thermal);
             inner.dispatch(&self.shared, now);
         }
         drop(inner);
         self.changed();
-        Ok(HeartbeatResponse {
+        let resp = HeartbeatResponse {
             status: "ok".into(),
             draining: Some(draining),
-        })
+        };
+        Ok((resp, commit))
     }
 
     pub fn unregister(

@@ -22,7 +22,7 @@
 //! | `pifleet_nodes` | gauge | `status` |
 //! | `pifleet_queue_depth` (pending tasks) | gauge | `priority` |
 //! | `pifleet_tasks_running` | gauge | |
-//! | `pifleet_tasks_completed_total`, `_failed_total`, `_retried_total` | counter | |
+//! | `pifleet_tasks_completed_total`, `_failed_total`, `_retried_total`, `_reclaimed_total` | counter | |
 //! | `pifleet_scheduling_latency_seconds` (submit → assign) | histogram | |
 //! | `pifleet_task_duration_seconds` (assign → result) | histogram | |
 
@@ -223,6 +223,11 @@ pub fn render(s: &FleetSnapshot, h: &Histograms, gateway: Option<&GatewayMetrics
         ConstCounter::new(s.tasks.retried),
     );
     r.register(
+        "pifleet_tasks_reclaimed",
+        "Attempts taken back because their node neither ran nor held them (lost poll answer); also in retried",
+        ConstCounter::new(s.tasks.reclaimed),
+    );
+    r.register(
         "pifleet_scheduling_latency_seconds",
         "Time from submit (or requeue) to assignment",
         h.scheduling_latency.clone(),
@@ -268,6 +273,7 @@ mod tests {
                 completed: 5,
                 failed: 1,
                 retried: 2,
+                reclaimed: 1,
                 ..Default::default()
             },
             recent_failures: vec![],
@@ -288,6 +294,7 @@ mod tests {
             r#"pifleet_queue_depth{priority="1"} 0"#,
             "pifleet_tasks_completed_total 5",
             "pifleet_tasks_retried_total 2",
+            "pifleet_tasks_reclaimed_total 1",
             "pifleet_scheduling_latency_seconds_count 1",
             "pifleet_task_duration_seconds_sum 1.5",
         ] {

@@ -90,7 +90,11 @@ async fn heartbeat(
     if let Some(m) = &hb.metrics {
         check_metrics(m)?;
     }
-    Ok(Json(s.fleet.heartbeat(&id, hb)?))
+    let (resp, commit) = s.fleet.heartbeat(&id, hb)?;
+    if let Some(commit) = commit {
+        committed(commit).await?;
+    }
+    Ok(Json(resp))
 }
 
 async fn poll(
