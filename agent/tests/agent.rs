@@ -522,6 +522,7 @@ mod lifecycle {
         assert_eq!(m["models_loaded"], json!([]));
         assert!(m.get("swap_total_bytes").is_some());
         assert_eq!(hb.body["running_tasks"], json!([]));
+        assert_eq!(hb.body["spooled_results"], json!([]));
 
         // A model pulled on the node: the agent registers again with the new set.
         let mut models = vec![

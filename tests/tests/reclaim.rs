@@ -56,7 +56,10 @@ fn a_swallowed_assignment_is_reclaimed_within_two_heartbeats_and_run_elsewhere()
 
     let lossy = SimAgent::new(&orch.base, "pi-lossy", None);
     lossy.register(pi_caps());
-    let task = submit(&orch.base, &mutation());
+    let task = submit(
+        &orch.base,
+        &json!({"type": "agent_action", "data": {"model": MODEL, "prompt": "hi"}}),
+    );
     let lost = lossy.poll(0).expect("pi-lossy is given the task");
     assert_eq!(
         (lost.task_id.as_str(), lost.attempt),
@@ -83,26 +86,32 @@ fn a_swallowed_assignment_is_reclaimed_within_two_heartbeats_and_run_elsewhere()
     assert_eq!(stats["tasks"]["reclaimed"], 1, "{stats}");
 
     // A real agent runs it, while heartbeating every 0.2 s.
+    fake.set_tokens(20);
+    fake.token_delay(Duration::from_millis(100));
     let _good = start_agent(dir.path(), "pi-good", &orch.base, &fake.url(), &[]);
-    let done = wait_task(&orch.base, &task, &["completed"], LIMIT);
-    assert_eq!(
-        (done["assigned_to"].clone(), done["attempts"].clone()),
-        (json!("pi-good"), json!(2))
-    );
-
-    // The lost attempt's result, arriving late after all, is fenced.
+    wait_for("pi-good generating", LIMIT, || {
+        (fake.active() == 1).then_some(())
+    });
+    // The lost attempt's result, arriving late after all while attempt 2 runs, is fenced.
     assert_eq!(
         lossy.result(&lost, json!({"success": true, "late": true})),
         409
     );
     let v = status(&orch, &task);
-    assert_eq!(v["assigned_to"], "pi-good");
-    assert!(v["result"].get("late").is_none(), "{v}");
+    assert_eq!(
+        (v["status"].clone(), v["assigned_to"].clone()),
+        (json!("assigned"), json!("pi-good"))
+    );
+    let done = wait_task(&orch.base, &task, &["completed", "failed"], LIMIT);
+    assert_eq!(
+        (&done["status"], &done["assigned_to"], &done["attempts"]),
+        (&json!("completed"), &json!("pi-good"), &json!(2))
+    );
+    assert!(done["result"].get("late").is_none(), "{done}");
 
     // Work the agent has, streamed to a gateway client or not, is never taken back: each
     // of these spans several of its heartbeats.
     agent_offers(&orch, "pi-good", "ollama_api");
-    fake.set_tokens(20);
     fake.token_delay(Duration::from_millis(40));
     let client: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
