@@ -44,6 +44,21 @@ fn empty_heartbeat_body_is_valid() {
 }
 
 #[test]
+fn spooled_results_are_optional_and_left_out_when_absent() {
+    let old: HeartbeatRequest = serde_json::from_str(r#"{"running_tasks": ["a"]}"#).unwrap();
+    assert_eq!(old.spooled_results, None);
+    let hb = HeartbeatRequest {
+        running_tasks: Some(vec!["a".into()]),
+        spooled_results: Some(vec!["b".into()]),
+        ..Default::default()
+    };
+    let v = serde_json::to_value(&hb).unwrap();
+    assert_eq!(v, json!({"running_tasks": ["a"], "spooled_results": ["b"]}));
+    let seed = serde_json::to_value(HeartbeatRequest::default()).unwrap();
+    assert_eq!(seed, json!({}));
+}
+
+#[test]
 fn poll_response_without_task_is_null() {
     let none = serde_json::to_value(PollResponse { task: None }).unwrap();
     assert_eq!(none, json!({"task": null}));
