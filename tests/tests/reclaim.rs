@@ -238,3 +238,51 @@ fn an_agent_holding_its_result_through_an_orchestrator_crash_keeps_the_attempt()
     assert_eq!(metric(&orch, "pifleet_tasks_reclaimed_total"), Some(0.0));
     assert!(!log_text(&orch, 2).contains("attempt reclaimed"));
 }
+
+/// A gateway request is a task like any other: its lost assignment is taken back and the
+/// client, still waiting, gets the whole streamed answer from the node that runs it next.
+#[test]
+fn a_gateway_request_whose_assignment_was_lost_is_answered_by_another_node() {
+    let dir = tempdir("reclaim-gateway");
+    let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
+    let orch = Orch::start_in(dir.path(), &[]);
+    let lossy = SimAgent::new(&orch.base, "pi-lossy", None);
+    let mut caps = pi_caps();
+    caps.task_types = vec!["ollama_api".into()];
+    lossy.register(caps);
+    let url = format!("{}/api/chat", orch.base);
+    let client = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(LIMIT))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(url)
+            .send_json(json!({"model": MODEL, "stream": true,
+                              "messages": [{"role": "user", "content": "count"}]}))
+            .unwrap();
+        let mut body = String::new();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        (resp.status().as_u16(), body)
+    });
+    let lost = wait_for("the gateway task on pi-lossy", LIMIT, || lossy.poll(1));
+    assert_eq!(lost.task_type, "ollama_api");
+    lossy.beat(Some(&[]), Some(&[]));
+    lossy.beat(Some(&[]), Some(&[]));
+    assert_eq!(status(&orch, &lost.task_id)["status"], "pending");
+    let _good = start_agent(dir.path(), "pi-good", &orch.base, &fake.url(), &[]);
+    let (code, body) = client.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let last: Value = serde_json::from_str(body.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(last["done"], true, "{body}");
+    let v = wait_task(&orch.base, &lost.task_id, &["completed"], LIMIT);
+    assert_eq!(
+        (&v["assigned_to"], &v["attempts"]),
+        (&json!("pi-good"), &json!(2))
+    );
+    assert_eq!(metric(&orch, "pifleet_tasks_reclaimed_total"), Some(1.0));
+}
