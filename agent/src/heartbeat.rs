@@ -1,6 +1,7 @@
 //! The heartbeat loop: live metrics from /proc and /sys plus Ollama's state, every
 //! interval (or faster when the orchestrator expects it); re-registers when the model
-//! set changes; learns from the answer whether the operator drained this node.
+//! set changes; learns from the answer whether the operator drained this node, and
+//! which models it asks this node to stage.
 
 use std::sync::Arc;
 
@@ -55,11 +56,13 @@ pub fn heartbeat_loop(s: Arc<Node>, beat: Arc<Beat>, mut probe: SysProbe) {
             metrics: Some(m),
             running_tasks: Some(running),
             spooled_results: Some(spooled),
+            staging: s.stager.reports(),
         };
         let epoch = s.registrar.epoch();
         match s.client.heartbeat(&s.cfg.id, &req) {
             Ok(resp) => {
                 orch.ok("heartbeat");
+                s.stager.take(&resp.stage, &s);
                 let draining = resp.draining.unwrap_or(false);
                 if s.activity.set_draining(draining) {
                     log::info!(

@@ -17,6 +17,7 @@
 //! | `work.rs` | the work loop: poll, run, spool the result |
 //! | `delivery.rs` | the outbox: spool first, then post results oldest first |
 //! | `spool.rs` | results on disk (write, list, remove), nothing else |
+//! | `staging.rs` | model pulls and pre-loads the orchestrator asks for, with their progress |
 //! | `heartbeat.rs` | the heartbeat loop: metrics, model changes, drain |
 //! | `supervise.rs` | watchdog pings, STATUS=, the orderly shutdown |
 //! | `activity.rs` | what the node is doing now: running tasks, drain, status, LED |
@@ -63,6 +64,7 @@ pub mod rng;
 pub mod run;
 pub mod runner;
 pub mod spool;
+pub mod staging;
 pub mod supervise;
 pub mod watchdog;
 pub mod work;

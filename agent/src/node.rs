@@ -15,6 +15,7 @@ use crate::probe::{Probe, SysProbe};
 use crate::registration::Registrar;
 use crate::runner::Runner;
 use crate::spool::Spool;
+use crate::staging::Stager;
 use crate::watchdog::{Beats, Notifier, Stop};
 
 pub struct Node {
@@ -29,6 +30,8 @@ pub struct Node {
     pub stop: Stop,
     pub notifier: Arc<dyn Notifier>,
     pub beats: Beats,
+    /// Model pulls and pre-loads the orchestrator asked for.
+    pub stager: Stager,
 }
 
 impl Node {
@@ -76,6 +79,7 @@ impl Node {
             stop,
             notifier,
             beats: Beats::default(),
+            stager: Stager::default(),
             cfg,
         };
         Ok((node, probe))

@@ -97,6 +97,7 @@ impl Registrar {
             pi_model: self.facts.pi_model.clone(),
             agent_version: Some(VERSION.to_string()),
             model_details: details,
+            model_pull: Some(self.cfg.allow_model_pull),
             ..Capabilities::default()
         }
     }

@@ -386,6 +386,19 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
             kv("  running", t.clone());
         }
     }
+    for st in &n.staging {
+        let mut line = st.describe();
+        match (st.attempts, st.retry_in_s) {
+            (Some(a), Some(r)) => {
+                line.push_str(&format!(" ({a} failed, may be asked again in {r:.0}s)"))
+            }
+            (Some(a), None) if st.state == pifleet_protocol::StageState::Failed => {
+                line.push_str(&format!(" ({a} failed, not asked again)"))
+            }
+            _ => {}
+        }
+        kv("staging", line);
+    }
     for sp in &detail.speeds {
         let from = match sp.source.as_str() {
             "measured" => format!("measured, {} results", sp.results),

@@ -73,6 +73,7 @@ fn main() {
                         metrics: Some(metrics_for(i, beat)),
                         running_tasks: None,
                         spooled_results: None,
+                        staging: Vec::new(),
                     },
                 )
                 .expect("heartbeat");
@@ -99,6 +100,7 @@ fn main() {
                 metrics: Some(metrics_for(0, history + 1)),
                 running_tasks: None,
                 spooled_results: None,
+                staging: Vec::new(),
             },
         )
         .unwrap();

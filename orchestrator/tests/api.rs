@@ -216,7 +216,10 @@ async fn tasks_go_only_to_nodes_with_the_type_model_and_memory() {
 
     let st = h.status(&nobody).await;
     assert_eq!(st["status"], "pending");
-    assert_eq!(st["pending_reason"], "no node offers model \"qwen:72b\"");
+    assert_eq!(
+        st["pending_reason"],
+        "no node offers model \"qwen:72b\": model staging is off (model_staging = \"pull\" lets a node pull it)"
+    );
 }
 
 #[tokio::test]

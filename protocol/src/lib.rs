@@ -198,11 +198,13 @@ pub mod human {
 }
 
 mod nodes;
+mod staging;
 mod states;
 mod tasks;
 mod workers;
 
 pub use nodes::*;
+pub use staging::{StageAction, StageOrder, StageProgress, StageState};
 pub use states::*;
 pub use tasks::*;
 pub use workers::*;

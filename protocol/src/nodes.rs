@@ -23,6 +23,9 @@ pub struct NodeView {
     /// Gateway tasks whose answer the node is streaming to a client right now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streaming: Vec<String>,
+    /// The node's model pulls and pre-loads: running, done, failed (with Ollama's message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staging: Vec<StageProgress>,
 }
 
 impl NodeView {

@@ -48,6 +48,11 @@ pub struct Capabilities {
     /// Details of the models in `models`, from Ollama's `/api/tags`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_details: Vec<ModelInfo>,
+    /// True when the node pulls and pre-loads models when asked ([`StageOrder`]); a node
+    /// that does not say so (a seed worker, an agent with `allow_model_pull = false`) is
+    /// never asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_pull: Option<bool>,
     /// Anything else a worker sends is kept and shown, never rejected.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
@@ -97,6 +102,9 @@ pub struct HeartbeatRequest {
     /// sends only one of the two keeps the per-attempt timeout rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spooled_results: Option<Vec<String>>,
+    /// How the staging orders the node was given are going (see [`StageOrder`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staging: Vec<StageProgress>,
 }
 
 /// Live health of a node. A field the node could not read is absent, never invented.
@@ -174,6 +182,10 @@ pub struct HeartbeatResponse {
     /// True while an operator has drained the node: it should finish its work and take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<bool>,
+    /// Models the orchestrator asks the node to pull or pre-load (only nodes that declared
+    /// `model_pull` are asked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage: Vec<StageOrder>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,9 @@
 //! [`FakeOllama::token_delay`] and [`FakeOllama::set_tokens`] make a generation long
 //! enough for a test to see its first chunk arrive while it still runs.
 //!
+//! `POST /api/pull` streams its progress and then lists the model (see `pull.rs`);
+//! [`FakeOllama::fail_pulls`] makes it fail with Ollama's message.
+//!
 //! It also serves `POST /api/embed` (a deterministic vector per input) and `POST
 //! /api/show` (the model's details, `model_info`, `capabilities`). A streamed generation
 //! watches its connection: when the client closes it early the double stops generating
@@ -34,6 +37,8 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+mod pull;
 
 /// A model the double pretends to have pulled.
 #[derive(Debug, Clone)]
@@ -82,6 +87,11 @@ struct State {
     active: u64,
     completed: u64,
     aborted: u64,
+    /// `/api/pull` answers with this `{"error": ...}` instead of pulling.
+    pull_error: Option<String>,
+    /// Pause between a pull's progress lines.
+    pull_step: Duration,
+    pulls_completed: u64,
 }
 
 /// A running double on a free loopback port; stops when dropped.
@@ -113,6 +123,9 @@ impl FakeOllama {
             active: 0,
             completed: 0,
             aborted: 0,
+            pull_error: None,
+            pull_step: pull::DEFAULT_STEP,
+            pulls_completed: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -152,6 +165,29 @@ impl FakeOllama {
     /// Replaces the pulled models (as `ollama pull` / `ollama rm` would).
     pub fn set_models(&self, models: Vec<FakeModel>) {
         self.state().models = models;
+    }
+
+    /// Every `/api/pull` fails with this message (as Ollama says it), or pulls again (None).
+    pub fn fail_pulls(&self, message: Option<&str>) {
+        self.state().pull_error = message.map(str::to_string);
+    }
+
+    /// The pause between a pull's progress lines (a slower or faster download).
+    pub fn pull_step(&self, step: Duration) {
+        self.state().pull_step = step;
+    }
+
+    /// Pulls that finished with `success`.
+    pub fn pulls_completed(&self) -> u64 {
+        self.state().pulls_completed
+    }
+
+    /// `/api/pull` requests received so far.
+    pub fn pulls(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/pull")
+            .collect()
     }
 
     /// The next `n` generation requests answer 503 "server busy".
@@ -381,6 +417,7 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         ("POST", "/api/chat") | ("POST", "/api/generate") => {
             generate(&mut conn, state, &req.path, &body)
         }
+        ("POST", "/api/pull") => pull::pull(&mut conn, state, &body),
         ("POST", "/api/embed") => embed(&mut conn, state, &body),
         ("POST", "/api/show") => show(&mut conn, state, &body),
         ("GET", "/test/stats") => {

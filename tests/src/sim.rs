@@ -101,6 +101,7 @@ impl SimAgent {
                 metrics: Some(metrics),
                 running_tasks: None,
                 spooled_results: None,
+                staging: Vec::new(),
             },
         );
         assert_eq!(status, 200, "heartbeat {}: {v}", self.id);
@@ -117,6 +118,7 @@ impl SimAgent {
                 metrics: None,
                 running_tasks: ids(running),
                 spooled_results: ids(spooled),
+                staging: Vec::new(),
             },
         );
         assert_eq!(status, 200, "heartbeat {}: {v}", self.id);

@@ -67,6 +67,9 @@ pub struct Config {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub stop_grace: Duration,
+    /// Pull and pre-load models when the orchestrator asks (a Pi on a small SD card may
+    /// not want multi-gigabyte downloads). Declared at registration.
+    pub allow_model_pull: bool,
     pub daemon: bool,
     /// systemd's `WATCHDOG_USEC`, set by the binary from its environment, never from the file.
     pub watchdog: Option<Duration>,

@@ -30,13 +30,14 @@ pub(super) struct RawConfig {
     pub(super) retry_base_ms: Option<u64>,
     pub(super) retry_max_s: Option<f64>,
     pub(super) stop_grace_s: Option<f64>,
+    pub(super) allow_model_pull: Option<bool>,
     /// Read by the SD image's first-boot service, not by the agent.
     #[allow(dead_code)]
     pub(super) wifi: Option<serde::de::IgnoredAny>,
 }
 
 /// The keys settable from the environment, as `PIFLEET_<KEY uppercased>`.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "orchestrator_url",
     "worker_token",
     "ollama_url",
@@ -58,6 +59,7 @@ pub const KEYS: [&str; 21] = [
     "retry_base_ms",
     "retry_max_s",
     "stop_grace_s",
+    "allow_model_pull",
 ];
 
 impl RawConfig {
@@ -84,6 +86,7 @@ impl RawConfig {
             "retry_base_ms" => self.retry_base_ms.is_some(),
             "retry_max_s" => self.retry_max_s.is_some(),
             "stop_grace_s" => self.stop_grace_s.is_some(),
+            "allow_model_pull" => self.allow_model_pull.is_some(),
             _ => false,
         }
     }
@@ -122,6 +125,20 @@ impl RawConfig {
             }
             "retry_max_s" => self.retry_max_s = f()?,
             "stop_grace_s" => self.stop_grace_s = f()?,
+            "allow_model_pull" => {
+                self.allow_model_pull = match value.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Some(true),
+                    "0" | "false" | "no" | "off" => Some(false),
+                    _ => {
+                        return Err(Error::ConfigValue {
+                            origin: origin.to_string(),
+                            key: key.to_string(),
+                            message: format!("is `{value}`, not true or false"),
+                            fix: "give true or false".into(),
+                        })
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())

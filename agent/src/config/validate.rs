@@ -228,6 +228,7 @@ impl RawConfig {
             retry_base,
             retry_max,
             stop_grace,
+            allow_model_pull: self.allow_model_pull.unwrap_or(true),
             daemon,
             watchdog: None,
             config_path,

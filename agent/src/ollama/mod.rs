@@ -1,12 +1,14 @@
 //! A blocking client for the local Ollama (`docs/api.md` of Ollama): `/api/tags`,
 //! `/api/ps`, `/api/embed`, `/api/show`, and the streaming `/api/chat` and
-//! `/api/generate` (read line by line in [`stream`]).
+//! `/api/generate` (read line by line in [`stream`]), and `/api/pull` with the pre-load
+//! ([`pull`]).
 //!
 //! Ollama writes no response head until the first token exists (a cold model load on a Pi
 //! is a long silence), so the first-token timeout is the wait for the head plus the wait
 //! for the first content line, and the same bound applies to each later read so a stream
 //! that stalls mid-way is caught too. The total timeout bounds everything.
 
+mod pull;
 mod stream;
 
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use serde_json::Value;
 use crate::error::OllamaError;
 use crate::http::{self, error_message};
 
+pub use pull::PullProgress;
 pub use stream::{Generation, Kind, Limits, Streaming};
 
 /// How many times a 503 "server busy" is retried before giving up on this node.

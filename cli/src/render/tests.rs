@@ -29,6 +29,7 @@ fn node(id: &str, status: WorkerState) -> NodeView {
         tasks_completed: 3,
         tasks_failed: 0,
         streaming: vec![],
+        staging: vec![],
     }
 }
 

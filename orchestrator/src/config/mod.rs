@@ -18,7 +18,7 @@ mod raw;
 
 pub use raw::RawConfig;
 
-use crate::fleet::{Limits, Thermal};
+use crate::fleet::{Limits, Staging, StagingMode, Thermal};
 use crate::gateway::GatewayConfig;
 use crate::http::Tokens;
 use crate::listener::ServerLimits;
@@ -156,6 +156,56 @@ fn read_token(
     Ok(Some(token))
 }
 
+/// `model_staging`, `staging_models`, `staging_pull_bytes_per_s`, `staging_retry_s`.
+fn staging_config(raw: &RawConfig) -> Result<Staging, ConfigError> {
+    let d = Staging::default();
+    let mode = match raw.model_staging.as_deref().map(str::trim) {
+        None => d.mode,
+        Some(text) => StagingMode::parse(text).ok_or_else(|| {
+            invalid(
+                "model_staging",
+                format!("expected \"off\", \"pull\" or \"pull_and_preload\", got \"{text}\""),
+            )
+        })?,
+    };
+    let mut models = Vec::new();
+    for (i, m) in raw.staging_models.iter().flatten().enumerate() {
+        let m = m.trim();
+        if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "staging_models",
+                format!(
+                    "entry {} is \"{m}\": give Ollama model names such as \"llama3.2:1b\", or \"*\" for any model",
+                    i + 1
+                ),
+            ));
+        }
+        models.push(crate::fleet::placement::canonical_model(m).to_owned());
+    }
+    if mode != StagingMode::Off && models.is_empty() {
+        return Err(invalid(
+            "staging_models",
+            "model_staging is on but no model may be staged: list the models nodes may pull, \
+             e.g. staging_models = [\"llama3.2:1b\"] (PIFLEET_STAGING_MODELS=llama3.2:1b), \
+             or [\"*\"] for any model",
+        ));
+    }
+    let bps = raw.staging_pull_bytes_per_s.unwrap_or(d.pull_bytes_per_s);
+    if !(bps.is_finite() && bps >= 1.0) {
+        return Err(invalid(
+            "staging_pull_bytes_per_s",
+            format!("must be a download speed of at least 1 byte/s, got {bps}"),
+        ));
+    }
+    Ok(Staging {
+        mode,
+        models,
+        pull_bytes_per_s: bps,
+        retry_s: positive("staging_retry_s", raw.staging_retry_s, d.retry_s)?,
+        ..d
+    })
+}
+
 /// `gateway_listen`, `gateway_priority`, `gateway_queue_timeout_s`.
 fn gateway_config(
     raw: &(Option<String>, Option<u8>, Option<f64>),
@@ -208,6 +258,7 @@ impl Config {
     /// Validates a merged configuration. `state_dir` is `$STATE_DIRECTORY` (systemd's
     /// `StateDirectory=`), where the database goes unless `db` says otherwise.
     pub fn from_raw(raw: RawConfig, state_dir: Option<&str>) -> Result<Config, ConfigError> {
+        let staging = staging_config(&raw)?;
         let raw_gateway = (
             raw.gateway_listen.clone(),
             raw.gateway_priority,
@@ -365,6 +416,7 @@ impl Config {
                 raw.dead_node_retention_s,
                 d.dead_node_retention_s,
             )?,
+            staging,
         };
         if limits.history_len > 100_000 {
             return Err(invalid("history_len", "must be at most 100000"));

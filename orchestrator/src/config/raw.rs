@@ -54,6 +54,14 @@ pub struct RawConfig {
     pub gateway_priority: Option<u8>,
     /// How long a gateway request waits for a node before 503 (default 300).
     pub gateway_queue_timeout_s: Option<f64>,
+    /// `off` (default), `pull` or `pull_and_preload`: see [`crate::fleet::StagingMode`].
+    pub model_staging: Option<String>,
+    /// The models staging may pull or pre-load; `["*"]` for any.
+    pub staging_models: Option<Vec<String>>,
+    /// Download speed a pull is estimated at (bytes/s).
+    pub staging_pull_bytes_per_s: Option<f64>,
+    /// Wait before asking a node that failed a model again (doubles per failure).
+    pub staging_retry_s: Option<f64>,
 }
 
 /// Keys settable from the environment, and how to read their text.
@@ -63,6 +71,8 @@ enum Kind {
     Bool,
     Int,
     Float,
+    /// Comma-separated text, for a list of strings.
+    List,
 }
 
 const ENV_KEYS: &[(&str, Kind)] = &[
@@ -99,6 +109,10 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("gateway_listen", Kind::Str),
     ("gateway_priority", Kind::Int),
     ("gateway_queue_timeout_s", Kind::Float),
+    ("model_staging", Kind::Str),
+    ("staging_models", Kind::List),
+    ("staging_pull_bytes_per_s", Kind::Float),
+    ("staging_retry_s", Kind::Float),
 ];
 
 impl RawConfig {
@@ -139,6 +153,13 @@ impl RawConfig {
                 Kind::Float => {
                     toml::Value::Float(text.trim().parse::<f64>().map_err(|_| bad("a number"))?)
                 }
+                Kind::List => toml::Value::Array(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
             };
             table.insert((*key).to_string(), value);
         }
@@ -188,7 +209,11 @@ impl RawConfig {
             log_format,
             gateway_listen,
             gateway_priority,
-            gateway_queue_timeout_s
+            gateway_queue_timeout_s,
+            model_staging,
+            staging_models,
+            staging_pull_bytes_per_s,
+            staging_retry_s
         )
     }
 }

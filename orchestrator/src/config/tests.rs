@@ -115,3 +115,48 @@ fn worker_and_client_tokens_must_differ() {
         "{e}"
     );
 }
+
+#[test]
+fn model_staging_is_off_by_default_and_takes_a_mode_and_models() {
+    let c = Config::default();
+    assert_eq!(c.limits.staging.mode, StagingMode::Off);
+    assert!(!c.limits.staging.allows("llama3.2:1b"));
+    let raw: RawConfig = toml::from_str(
+        "model_staging = \"pull\"\nstaging_models = [\"llama3.2:1b\", \"qwen2.5:latest\"]\n",
+    )
+    .unwrap();
+    let s = Config::from_raw(raw, None).unwrap().limits.staging;
+    assert_eq!(s.mode, StagingMode::Pull);
+    assert!(s.allows("llama3.2:1b"));
+    assert!(s.allows("qwen2.5"), "the :latest tag is the bare name");
+    assert!(!s.allows("mistral:7b"));
+    let raw = RawConfig::from_env(env(&[
+        ("PIFLEET_MODEL_STAGING", "pull_and_preload"),
+        ("PIFLEET_STAGING_MODELS", "*"),
+    ]))
+    .unwrap();
+    let s = Config::from_raw(raw, None).unwrap().limits.staging;
+    assert_eq!(s.mode, StagingMode::PullAndPreload);
+    assert!(s.allows("anything:7b"));
+}
+
+#[test]
+fn bad_staging_settings_say_what_where_and_how_to_fix() {
+    let err = |toml_text: &str| {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        Config::from_raw(raw, None).unwrap_err().to_string()
+    };
+    let e = err("model_staging = \"on\"\n");
+    assert!(e.starts_with("model_staging:"), "{e}");
+    assert!(
+        e.contains("\"pull_and_preload\"") && e.contains("\"on\""),
+        "{e}"
+    );
+    let e = err("model_staging = \"pull\"\n");
+    assert!(e.starts_with("staging_models:"), "{e}");
+    assert!(e.contains("[\"*\"]"), "{e}");
+    let e = err("model_staging = \"pull\"\nstaging_models = [\"llama 3\"]\n");
+    assert!(e.contains("entry 1") && e.contains("llama 3"), "{e}");
+    let e = err("staging_pull_bytes_per_s = 0\n");
+    assert!(e.starts_with("staging_pull_bytes_per_s:"), "{e}");
+}

@@ -69,6 +69,8 @@ impl Fleet {
             changed = true;
         }
 
+        inner.plan_staging(l, now);
+
         while let Some(id) = inner.queue.pop_due(now) {
             let inner = &mut *inner;
             if let Some(t) = inner.tasks.get_mut(&id) {

@@ -23,6 +23,7 @@ pub struct Limits {
     pub task_retention_s: f64,
     /// Dead nodes silent for longer than this disappear from the lists.
     pub dead_node_retention_s: f64,
+    pub staging: Staging,
 }
 
 impl Default for Limits {
@@ -41,6 +42,7 @@ impl Default for Limits {
             node_flush_s: 5.0,
             task_retention_s: 7.0 * 86400.0,
             dead_node_retention_s: 86400.0,
+            staging: Staging::default(),
         }
     }
 }
@@ -82,5 +84,70 @@ impl Default for Thermal {
             hard_temp_c: t.hard_temp_c,
             exclude_under_voltage: true,
         }
+    }
+}
+
+/// `model_staging`: what the orchestrator may ask nodes to do with models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagingMode {
+    /// Nothing: a task for a model no node has waits, saying so.
+    Off,
+    /// Ask a node to pull a model tasks wait for.
+    Pull,
+    /// Pull, and pre-load a model on a second node that has it when its queue keeps growing.
+    PullAndPreload,
+}
+
+impl StagingMode {
+    pub fn parse(s: &str) -> Option<StagingMode> {
+        match s {
+            "off" => Some(StagingMode::Off),
+            "pull" => Some(StagingMode::Pull),
+            "pull_and_preload" => Some(StagingMode::PullAndPreload),
+            _ => None,
+        }
+    }
+}
+
+/// Model staging: the mode, the models it may act on, and its pacing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staging {
+    pub mode: StagingMode,
+    /// Canonical model names staging may pull or pre-load; `*` allows every model.
+    pub models: Vec<String>,
+    /// The download speed a pull is estimated at, for "is waiting longer than pulling?".
+    pub pull_bytes_per_s: f64,
+    /// After a failed pull or pre-load, the same node is not asked for the same model for
+    /// this long, doubled after each further failure.
+    pub retry_s: f64,
+    /// After this many failures a node is not asked for that model again (until the
+    /// orchestrator restarts).
+    pub max_failures: u32,
+    /// An order the node has not reported on (or made progress in) for this long failed.
+    pub stall_s: f64,
+}
+
+impl Default for Staging {
+    fn default() -> Self {
+        Staging {
+            mode: StagingMode::Off,
+            models: Vec::new(),
+            // A Pi on a home connection: 10 MB/s.
+            pull_bytes_per_s: 10_000_000.0,
+            retry_s: 300.0,
+            max_failures: 3,
+            stall_s: 300.0,
+        }
+    }
+}
+
+impl Staging {
+    /// True when staging may act on `model` (canonical name) at all.
+    pub fn allows(&self, model: &str) -> bool {
+        self.mode != StagingMode::Off
+            && self
+                .models
+                .iter()
+                .any(|m| m == "*" || super::placement::same_model(m, model))
     }
 }

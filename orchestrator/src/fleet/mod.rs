@@ -12,6 +12,7 @@
 //! | `placement.rs` | the pure eligibility and ranking rules |
 //! | `speed.rs`, `finish.rs` | measured speeds per node and model; the pure expected-finish ranking |
 //! | `estimate.rs` | expected-finish candidates for the dispatch, learning speeds from results |
+//! | `staging.rs`, `staging/plan.rs` | model staging: the pure rules; orders, reports, the planning pass |
 //! | `dispatch.rs` | placing lane heads on the best waiting node, assigning |
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
 //! | `tasks.rs` | submit, settle (fencing), revoke, watch for settlement |
@@ -42,6 +43,7 @@ mod queue;
 mod reclaim;
 mod recover;
 pub mod speed;
+pub mod staging;
 pub mod stream;
 mod tally;
 mod task;
@@ -61,7 +63,7 @@ use crate::store::{CommitResult, Mutation, StoreHandle};
 use crate::telemetry::Histograms;
 
 pub use error::{committed, FleetError};
-pub use limits::{Limits, Thermal};
+pub use limits::{Limits, Staging, StagingMode, Thermal};
 pub use poll::{Delivery, PollTicket};
 pub use task::{NewTask, ResultReport, TaskId};
 pub use tasks::Settled;
@@ -94,6 +96,8 @@ struct Inner {
     /// The most recently settled tasks, completed or failed, oldest first (bounded), for
     /// the recent work of the CLI's watch and the page.
     recent_settled: VecDeque<TaskId>,
+    /// Model staging's fleet-wide bookkeeping (the orders live on the nodes).
+    staging: staging::plan::Book,
 }
 
 impl Inner {

@@ -1,7 +1,7 @@
 //! A node as the fleet holds it: built once (at registration or from a stored row),
 //! its liveness period, its row for the store, and the view operators see.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use pifleet_protocol::{
     Capabilities, MetricSample, NodeDetail, NodeMetrics, NodeView, WorkerState,
@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::limits::Limits;
 use super::placement::{BaseKey, NodeFacts};
 use super::poll::Delivery;
+use super::staging::plan::Order;
 use super::task::TaskId;
 use crate::store::{Mutation, WorkerRow};
 
@@ -47,6 +48,8 @@ pub(super) struct Node {
     /// Where the node sits in the wait index, to find it again when it changes.
     pub wait_entry: Option<(BaseKey, u64)>,
     pub wait_models: Vec<String>,
+    /// Model staging orders given to the node, by canonical model.
+    pub staging: BTreeMap<String, Order>,
 }
 
 impl Node {
@@ -71,6 +74,7 @@ impl Node {
             heartbeat_gap: 0.0,
             wait_entry: None,
             wait_models: Vec::new(),
+            staging: BTreeMap::new(),
         }
     }
 
@@ -175,6 +179,7 @@ impl Node {
             tasks_completed: self.completed,
             tasks_failed: self.failed,
             streaming: Vec::new(),
+            staging: Vec::new(),
         }
     }
 

@@ -106,13 +106,13 @@ impl NodeFacts<'_> {
             .and_then(|d| d.size_bytes)
     }
 
-    fn memory_total(&self) -> Option<u64> {
+    pub fn memory_total(&self) -> Option<u64> {
         self.metrics
             .and_then(|m| m.memory_total_bytes)
             .or(self.caps.memory_total_bytes)
     }
 
-    fn memory_available(&self) -> Option<u64> {
+    pub fn memory_available(&self) -> Option<u64> {
         self.metrics.and_then(|m| m.memory_available_bytes)
     }
 

@@ -13,7 +13,6 @@ use pifleet_protocol::{
 use serde::Serialize;
 
 use super::limits::Limits;
-use super::node::Node;
 use super::placement::{pending_reason, Refusal, Requirements};
 use super::tally::rate;
 use super::task::Task;
@@ -143,7 +142,13 @@ impl Inner {
                 }
             })
             .collect();
-        pending_reason(&task.req, &refusals, &l.thermal)
+        let reason = pending_reason(&task.req, &refusals, &l.thermal);
+        match &task.req.model {
+            Some(m) if reason.starts_with("no node offers model") => {
+                format!("{reason}: {}", self.staging_note(m, l, now))
+            }
+            _ => reason,
+        }
     }
 }
 
@@ -262,7 +267,16 @@ impl Fleet {
 
     /// Every node, sorted by id, as operators see it.
     pub fn nodes(&self) -> Vec<NodeView> {
-        let mut views: Vec<NodeView> = self.lock().nodes.values().map(Node::view).collect();
+        let now = self.now();
+        let mut views: Vec<NodeView> = self
+            .lock()
+            .nodes
+            .values()
+            .map(|n| NodeView {
+                staging: n.stage_view(now),
+                ..n.view()
+            })
+            .collect();
         self.mark_streaming(views.iter_mut());
         views
     }
@@ -279,10 +293,12 @@ impl Fleet {
 
     /// One node with its recent metric history (oldest first) and the thresholds.
     pub fn node(&self, id: &str) -> Option<NodeDetail> {
+        let now = self.now();
         let inner = self.lock();
         let node = inner.nodes.get(id)?;
         let mut detail = node.detail();
         detail.speeds = inner.speed_view(node);
+        detail.node.staging = node.stage_view(now);
         drop(inner);
         detail.thresholds = Some(self.shared.limits.thermal.thresholds());
         self.mark_streaming(std::iter::once(&mut detail.node));
@@ -305,6 +321,7 @@ impl Fleet {
                     n.view().into()
                 };
                 d.speeds = inner.speed_view(n);
+                d.node.staging = n.stage_view(at);
                 d
             })
             .collect();

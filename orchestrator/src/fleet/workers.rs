@@ -98,6 +98,8 @@ impl Fleet {
             health_changed = true;
             node.metrics = Some(m);
         }
+        node.take_stage_reports(hb.staging, now, &self.shared.limits);
+        let stage = node.stage_orders();
         let draining = node.draining;
         let may_take = health_changed && !node.waiters.is_empty();
         let mut commit = None;
@@ -120,6 +122,7 @@ impl Fleet {
         let resp = HeartbeatResponse {
             status: "ok".into(),
             draining: Some(draining),
+            stage,
         };
         Ok((resp, commit))
     }

@@ -28,5 +28,6 @@ pub(crate) fn test_node(id: &str, last_seen: f64) -> pifleet_protocol::NodeView 
         tasks_completed: 0,
         tasks_failed: 0,
         streaming: vec![],
+        staging: vec![],
     }
 }

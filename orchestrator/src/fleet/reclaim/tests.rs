@@ -63,6 +63,7 @@ async fn beat(
         metrics: None,
         running_tasks: running,
         spooled_results: spooled,
+        staging: Vec::new(),
     };
     let (_, commit) = f.heartbeat(worker, hb).expect("heartbeat");
     match commit {
