@@ -2,7 +2,7 @@
 //! has the model a task asks for. With staging on, a node that allows pulls is asked to
 //! pull it (its progress shows on the node), and the task runs there; a node that opted
 //! out is never asked; with staging off the task waits and says why; a failing pull is
-//! reported with Ollama's message and not retried in a loop.
+//! reported with Ollama's message (node, task, CLI, status page) and not retried in a loop.
 
 use std::time::Duration;
 
@@ -174,4 +174,11 @@ fn a_failing_pull_is_reported_with_ollamas_message_and_not_retried_in_a_loop() {
     assert!(reason.contains("\"pi-a\""), "{reason}");
     let out = stdout(&pifleet(&base, &["node", "pi-a"]));
     assert!(out.contains(message), "{out}");
+    // And on the status page's card for the node.
+    let (code, page) = orch.get_text("/");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(&format!("pull {MODEL}: failed: {message}")),
+        "{page}"
+    );
 }

@@ -193,4 +193,6 @@ pub fn wait_s(free_in_s: &[Option<f64>], queued: usize, run_s: f64) -> Option<f6
 }
 
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use pifleet_protocol::human::{ago, bytes};
-use pifleet_protocol::{Heat, MetricSample, NodeDetail, Thresholds, WorkerState};
+use pifleet_protocol::{Heat, MetricSample, NodeDetail, StageState, Thresholds, WorkerState};
 
 use super::html::{escape, sparkline, time};
 use super::FleetSnapshot;
@@ -207,9 +207,16 @@ fn card(detail: &NodeDetail, now: Option<f64>, t: &Thresholds) -> String {
     }
     let _ = write!(
         h,
-        r#" · {} done · {} failed</p><footer>last seen {}</footer></article>"#,
-        n.tasks_completed,
-        n.tasks_failed,
+        r#" · {} done · {} failed</p>"#,
+        n.tasks_completed, n.tasks_failed
+    );
+    // Pulls and pre-loads under way or failed (a finished one is in the models above).
+    for st in n.staging.iter().filter(|s| s.state != StageState::Done) {
+        let _ = write!(h, r#"<p class="staging">{}</p>"#, escape(&st.describe()));
+    }
+    let _ = write!(
+        h,
+        r#"<footer>last seen {}</footer></article>"#,
         time(n.last_seen, now)
     );
     h
@@ -374,7 +381,7 @@ pub fn page(s: &FleetSnapshot) -> String {
 mod tests {
     use super::*;
     use crate::health::test_node;
-    use pifleet_protocol::{NodeMetrics, NodeView};
+    use pifleet_protocol::{NodeMetrics, NodeView, StageProgress};
 
     fn detail(id: &str, temp: f32) -> NodeDetail {
         NodeDetail {
@@ -414,6 +421,32 @@ mod tests {
         assert!(html.contains("st-draining"));
         assert!(html.contains("draining: no new work"));
         assert!(html.contains("5s ago"));
+    }
+
+    #[test]
+    fn card_shows_a_pull_under_way_and_a_failed_one() {
+        let mut d = detail("pi-1", 50.0);
+        let p: StageProgress = serde_json::from_value(serde_json::json!({
+            "id": 1, "action": "pull", "model": "qwen2.5:0.5b", "state": "running",
+            "status": "pulling dde5aa3fc5ff", "completed_bytes": 3, "total_bytes": 4
+        }))
+        .unwrap();
+        let failed = StageProgress {
+            model: "x<y".into(),
+            state: StageState::Failed,
+            error: Some("pull model manifest: file does not exist".into()),
+            ..p.clone()
+        };
+        d.node.staging = vec![p, failed];
+        let html = node_card(&d, 100.0, &Thresholds::default());
+        assert!(
+            html.contains("pull qwen2.5:0.5b: running, pulling dde5aa3fc5ff 75%"),
+            "{html}"
+        );
+        assert!(
+            html.contains("pull x&lt;y: failed: pull model manifest: file does not exist"),
+            "{html}"
+        );
     }
 
     #[test]
