@@ -969,9 +969,16 @@ async fn random_traffic_keeps_the_books_straight() {
     };
     let workers = ["a", "b", "c", "d"];
     let models = ["m1", "m2"];
+    // Capabilities that split the lanes: some workers declare their task types and
+    // memory, so the lane index has types, models and memory needs to tell apart.
+    let caps = |i: u64, model: &str| match i % 3 {
+        0 => json!({"models": [model], "slots": 1 + i % 2}),
+        1 => json!({"models": [model], "slots": 1 + i % 2,
+                    "task_types": ["agent_action", "custom-1"], "memory_total_bytes": 2u64 << 30}),
+        _ => json!({"models": [model], "memory_total_bytes": 4u64 << 30}),
+    };
     for (i, w) in workers.iter().enumerate() {
-        h.register(w, json!({"models": [models[i % 2]], "slots": 1 + i % 2}))
-            .await;
+        h.register(w, caps(i as u64, models[i % 2])).await;
     }
     let mut held: Vec<(String, String, u64)> = Vec::new();
     let mut tasks = Vec::new();
@@ -1026,19 +1033,24 @@ async fn random_traffic_keeps_the_books_straight() {
             }
             0 | 1 => {
                 let model = models[next(2) as usize];
-                let id = h
-                    .submit(json!({"type": "agent_action", "priority": 1 + next(10),
-                                   "data": {"model": model}}))
-                    .await;
-                tasks.push(id);
+                let priority = 1 + next(10);
+                let task = match next(4) {
+                    0 => json!({"type": format!("custom-{}", next(3)), "priority": priority,
+                                "data": {"min_memory_bytes": next(4) << 30}}),
+                    1 => json!({"type": "agent_action", "priority": priority,
+                                "data": {"model": model, "min_memory_bytes": (1 + next(4)) << 30}}),
+                    _ => json!({"type": "agent_action", "priority": priority,
+                                "data": {"model": model}}),
+                };
+                tasks.push(h.submit(task).await);
             }
             2..=4 => {
                 let (s, v) = h
                     .call("GET", &format!("/api/workers/{w}/tasks"), None)
                     .await;
                 if s == StatusCode::NOT_FOUND {
-                    h.register(w, json!({"models": [models[next(2) as usize]]}))
-                        .await;
+                    let model = models[next(2) as usize];
+                    h.register(w, caps(next(3), model)).await;
                 } else if !v["task"].is_null() {
                     let t = &v["task"];
                     held.push((

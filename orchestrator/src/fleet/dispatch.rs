@@ -1,9 +1,13 @@
 //! Dispatch: places lane heads on the best waiting nodes, and assigns a task to the
 //! node's oldest open poll.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use pifleet_protocol::{TaskAssignment, TaskState};
 
 use super::estimate::Pick;
+use super::lanes::Reach;
 use super::limits::Thermal;
 use super::placement::{canonical_model, Requirements};
 use super::poll::Delivery;
@@ -24,7 +28,8 @@ impl Inner {
                 return;
             }
             let mut placed = false;
-            for (key, req) in self.queue.heads() {
+            let lanes = self.candidate_lanes(thermal);
+            for (key, req) in self.queue.heads_of(lanes) {
                 // LLM tasks go where they are expected to finish first.
                 let mut run_s = None;
                 let head = self
@@ -62,6 +67,25 @@ impl Inner {
                 return;
             }
         }
+    }
+
+    /// The lanes a pass must try: those some waiting node can run, and, for the holds of
+    /// expected-finish placement, those of a model that one of the nodes measured fastest
+    /// for it can run. Any other lane would find no candidate node, so leaving it out
+    /// changes nothing but the cost of the pass.
+    pub(super) fn candidate_lanes(&self, thermal: &Thermal) -> HashSet<Arc<Requirements>> {
+        let mut out = HashSet::new();
+        for reach in self.waiting.reach.keys() {
+            self.queue.index.reachable(reach, None, &mut out);
+        }
+        for (model, nodes) in self.estimates.fastest() {
+            for node in nodes.iter().filter_map(|n| self.nodes.get(n)) {
+                if let Some(reach) = Reach::of(&node.facts(), thermal) {
+                    self.queue.index.reachable(&reach, Some(model), &mut out);
+                }
+            }
+        }
+        out
     }
 
     /// The best waiting node for a task, in tiers: cool with the model loaded, cool,

@@ -71,6 +71,11 @@ pub(super) enum Pick {
 }
 
 impl Estimates {
+    /// Canonical model -> the nodes measured fastest for it.
+    pub fn fastest(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.fastest.iter().map(|(m, n)| (m.as_str(), n.as_slice()))
+    }
+
     /// Recomputes the fallback medians and the fastest-node lists when results came in.
     pub fn refresh(&mut self, now: f64, force: bool) {
         if !self.book.refresh(now, force) {

@@ -1,11 +1,13 @@
 //! The invariant checker: the bookkeeping that must always agree (counts, queue,
-//! holders, the wait index). Test support: it walks everything under the lock, so the
+//! holders, the wait index, the lane index). Test support: it walks everything under the lock, so the
 //! randomized tests call it after every step.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use pifleet_protocol::TaskState;
 
+use super::lanes::Reach;
+use super::placement::{canonical_model, Requirements};
 use super::tally::Tally;
 use super::{Fleet, Inner};
 
@@ -15,7 +17,17 @@ impl Fleet {
         check_counts(&inner)?;
         check_queue(&inner)?;
         check_holders(&inner)?;
-        check_wait_index(&inner, &self.shared.limits.thermal)
+        let thermal = &self.shared.limits.thermal;
+        check_wait_index(&inner, thermal)?;
+        check_lane_index(&inner, thermal)
+    }
+
+    /// `(lanes queued, lanes a scheduling pass would try now)`: what the lane index saves,
+    /// as a count a test can assert on rather than a time.
+    pub fn lanes_in_pass(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let tried = inner.candidate_lanes(&self.shared.limits.thermal).len();
+        (inner.queue.lanes.len(), tried)
     }
 }
 
@@ -111,6 +123,9 @@ fn check_wait_index(inner: &Inner, thermal: &super::Thermal) -> Result<(), Strin
                 if !inner.waiting.all.contains(&entry) {
                     return Err(format!("{} is missing from the wait index", n.id));
                 }
+                if n.wait_reach != Reach::of(&f, thermal) {
+                    return Err(format!("{} is counted under a stale reach", n.id));
+                }
                 for m in f.loaded_models() {
                     let found = inner
                         .waiting
@@ -132,6 +147,67 @@ fn check_wait_index(inner: &Inner, thermal: &super::Thermal) -> Result<(), Strin
             filed,
             inner.waiting.all.len()
         ));
+    }
+    let mut reach: HashMap<&Reach, usize> = HashMap::new();
+    for r in inner.nodes.values().filter_map(|n| n.wait_reach.as_ref()) {
+        *reach.entry(r).or_default() += 1;
+    }
+    let counted: HashMap<&Reach, usize> =
+        inner.waiting.reach.iter().map(|(r, n)| (r, *n)).collect();
+    if reach != counted {
+        return Err(format!(
+            "waiting nodes by reach {reach:?} != counted {counted:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The lane index files exactly the queue's lanes, and a pass never leaves out a lane
+/// that some node it could place on (a waiting one, or one measured fastest for the
+/// lane's model) can run: the scan of every lane it replaces would place nothing more.
+fn check_lane_index(inner: &Inner, thermal: &super::Thermal) -> Result<(), String> {
+    inner.queue.index.check()?;
+    let filed: HashSet<&Requirements> = inner
+        .queue
+        .index
+        .filed()
+        .into_iter()
+        .map(|r| &**r)
+        .collect();
+    let lanes: HashSet<&Requirements> = inner.queue.lanes.keys().map(|r| &**r).collect();
+    if filed != lanes {
+        return Err(format!(
+            "{} lanes queued but {} filed in the lane index",
+            lanes.len(),
+            filed.len()
+        ));
+    }
+    let candidates = inner.candidate_lanes(thermal);
+    let runs = |node: &str, req: &Requirements| {
+        inner
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.facts().can_run(req, thermal).is_ok())
+    };
+    for req in inner.queue.lanes.keys() {
+        if candidates.contains(req) {
+            continue;
+        }
+        if let Some(e) = inner.waiting.all.iter().find(|e| runs(&e.2, req)) {
+            return Err(format!(
+                "{req:?} is left out of a pass but {} waits and can run it",
+                e.2
+            ));
+        }
+        let model = req.model.as_deref().map(canonical_model);
+        let fastest = inner.estimates.fastest().filter(|(m, _)| Some(*m) == model);
+        for (_, nodes) in fastest {
+            if let Some(n) = nodes.iter().find(|n| runs(n, req)) {
+                return Err(format!(
+                    "{req:?} is left out of a pass but {n}, fastest for it, can run it"
+                ));
+            }
+        }
     }
     Ok(())
 }

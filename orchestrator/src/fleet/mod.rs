@@ -9,6 +9,7 @@
 //! | `task.rs`, `node.rs` | the task and node records, their one constructor each, row mapping |
 //! | `tally.rs` | counts by state and pending tasks by priority |
 //! | `queue.rs`, `waiting.rs` | ready lanes and the backoff set; the index of waiting nodes |
+//! | `lanes.rs` | the lane index: lanes by what they need, nodes by what they can run |
 //! | `placement.rs` | the pure eligibility and ranking rules |
 //! | `speed.rs`, `finish.rs` | measured speeds per node and model; the pure expected-finish ranking |
 //! | `estimate.rs` | expected-finish candidates for the dispatch, learning speeds from results |
@@ -35,6 +36,7 @@ mod estimate;
 pub mod finish;
 mod housekeeping;
 mod invariants;
+mod lanes;
 mod limits;
 mod node;
 pub mod placement;
@@ -188,6 +190,7 @@ impl Fleet {
             n.waiters.clear();
             n.wait_entry = None;
             n.wait_models.clear();
+            n.wait_reach = None;
         }
         inner.settle_watchers.clear();
         inner.waiting = WaitIndex::default();

@@ -9,6 +9,7 @@ use pifleet_protocol::{
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::lanes::Reach;
 use super::limits::Limits;
 use super::placement::{BaseKey, NodeFacts};
 use super::poll::Delivery;
@@ -50,6 +51,8 @@ pub(super) struct Node {
     pub wait_models: Vec<String>,
     /// Model staging orders given to the node, by canonical model.
     pub staging: BTreeMap<String, Order>,
+    /// What it was counted as able to run in the wait index (`None`: nothing now).
+    pub wait_reach: Option<Reach>,
 }
 
 impl Node {
@@ -75,6 +78,7 @@ impl Node {
             wait_entry: None,
             wait_models: Vec::new(),
             staging: BTreeMap::new(),
+            wait_reach: None,
         }
     }
 

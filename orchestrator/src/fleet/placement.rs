@@ -74,7 +74,7 @@ impl NodeFacts<'_> {
 
     /// A worker that declares neither task types nor models is a seed worker: the seed
     /// let such workers run everything.
-    fn is_seed_worker(&self) -> bool {
+    pub(super) fn is_seed_worker(&self) -> bool {
         self.caps.task_types.is_empty()
             && self.caps.models.is_empty()
             && self
@@ -162,16 +162,22 @@ impl NodeFacts<'_> {
                 return Err(Refusal::Memory);
             }
         }
+        self.refuses_all(t).map_or(Ok(()), Err)
+    }
+
+    /// The rules that refuse every task alike (after the task's own needs are checked):
+    /// the lane index leaves such a node out of a scheduling pass altogether.
+    pub fn refuses_all(&self, t: &Thermal) -> Option<Refusal> {
         if self.draining {
-            return Err(Refusal::Draining);
+            return Some(Refusal::Draining);
         }
         if self.temperature().is_some_and(|c| c >= t.hard_temp_c) {
-            return Err(Refusal::Hot);
+            return Some(Refusal::Hot);
         }
         if t.exclude_under_voltage && self.metrics.is_some_and(NodeMetrics::under_voltage_now) {
-            return Err(Refusal::UnderVoltage);
+            return Some(Refusal::UnderVoltage);
         }
-        Ok(())
+        None
     }
 
     pub fn has_free_slot(&self) -> bool {

@@ -1,16 +1,20 @@
 //! The queue of pending tasks: one ready lane per distinct set of requirements, each in
-//! rank order, and the tasks in retry backoff by the time they may run again.
+//! rank order, filed in the lane index by what it needs; and the tasks in retry backoff
+//! by the time they may run again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::lanes::LaneIndex;
 use super::placement::Requirements;
 use super::task::{micros, Rank, Task, TaskId};
 
 #[derive(Default)]
 pub(super) struct Queue {
     /// One FIFO lane per distinct set of requirements, ordered by rank.
+    /// Changed only here, so the index always files exactly these lanes.
     pub lanes: HashMap<Arc<Requirements>, BTreeMap<Rank, TaskId>>,
+    pub index: LaneIndex,
     /// Tasks in retry backoff, by `(not_before in µs, seq)`.
     pub delayed: BTreeMap<Rank, TaskId>,
 }
@@ -27,7 +31,11 @@ impl Queue {
     }
 
     pub fn push_ready(&mut self, req: &Arc<Requirements>, key: Rank, id: TaskId) {
-        self.lanes.entry(req.clone()).or_default().insert(key, id);
+        let lane = self.lanes.entry(req.clone()).or_insert_with(|| {
+            self.index.insert(req);
+            BTreeMap::new()
+        });
+        lane.insert(key, id);
     }
 
     pub fn remove_ready(&mut self, req: &Arc<Requirements>, key: Rank) -> Option<TaskId> {
@@ -35,6 +43,7 @@ impl Queue {
         let id = lane.remove(&key);
         if lane.is_empty() {
             self.lanes.remove(req);
+            self.index.remove(req);
         }
         id
     }
@@ -61,15 +70,26 @@ impl Queue {
         !self.lanes.is_empty()
     }
 
-    /// The first task of every lane, best rank first.
-    pub fn heads(&self) -> Vec<(Rank, Arc<Requirements>)> {
-        let mut heads: Vec<(Rank, Arc<Requirements>)> = self
-            .lanes
-            .iter()
-            .filter_map(|(req, lane)| lane.first_key_value().map(|(k, _)| (*k, req.clone())))
+    /// The first task of each of these lanes, best rank first.
+    pub fn heads_of(
+        &self,
+        lanes: impl IntoIterator<Item = Arc<Requirements>>,
+    ) -> Vec<(Rank, Arc<Requirements>)> {
+        let mut heads: Vec<(Rank, Arc<Requirements>)> = lanes
+            .into_iter()
+            .filter_map(|req| {
+                let head = self.lanes.get(&req)?.first_key_value()?;
+                Some((*head.0, req))
+            })
             .collect();
         heads.sort_unstable_by_key(|a| a.0);
         heads
+    }
+
+    /// The first task of every lane, best rank first.
+    #[cfg(test)]
+    pub fn heads(&self) -> Vec<(Rank, Arc<Requirements>)> {
+        self.heads_of(self.lanes.keys().cloned())
     }
 
     /// Every queued task in the order it will be offered: the ready ones by rank, then
@@ -224,6 +244,8 @@ mod tests {
         assert_eq!(q.remove_ready(&req, rank).as_deref(), Some("t1"));
         assert!(!q.has_ready());
         assert!(q.lanes.is_empty());
+        assert!(q.index.filed().is_empty(), "the index forgets the lane too");
+        q.index.check().unwrap();
         assert_eq!(q.remove_ready(&req, rank), None);
     }
 

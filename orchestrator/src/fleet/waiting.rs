@@ -1,9 +1,11 @@
 //! The wait index: the nodes that wait for work with a free slot, ordered by placement
 //! preference, and again per loaded model, so a scheduling pass usually looks at the
-//! first entries only instead of every waiting node.
+//! first entries only instead of every waiting node; and what the waiting nodes can run,
+//! counted by reach, so the pass asks the lane index once per kind of node.
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::lanes::Reach;
 use super::limits::Thermal;
 use super::node::Node;
 use super::placement::BaseKey;
@@ -16,6 +18,8 @@ pub(super) struct WaitIndex {
     pub all: BTreeSet<WaitEntry>,
     /// Canonical model name -> waiting nodes that have it loaded.
     pub loaded: HashMap<String, BTreeSet<WaitEntry>>,
+    /// The reach of the waiting nodes that take work now -> how many have it.
+    pub reach: HashMap<Reach, usize>,
 }
 
 impl WaitIndex {
@@ -25,6 +29,14 @@ impl WaitIndex {
         };
         let entry = (key, seq, node.id.clone());
         self.all.remove(&entry);
+        if let Some(reach) = node.wait_reach.take() {
+            if let Some(n) = self.reach.get_mut(&reach) {
+                *n -= 1;
+                if *n == 0 {
+                    self.reach.remove(&reach);
+                }
+            }
+        }
         for m in node.wait_models.drain(..) {
             if let Some(set) = self.loaded.get_mut(&m) {
                 set.remove(&entry);
@@ -48,6 +60,7 @@ impl WaitIndex {
         }
         let key = facts.base_key(thermal);
         let models = facts.loaded_models();
+        let reach = Reach::of(&facts, thermal);
         let entry = (key, seq, node.id.clone());
         for m in &models {
             self.loaded
@@ -58,6 +71,15 @@ impl WaitIndex {
         self.all.insert(entry);
         node.wait_entry = Some((key, seq));
         node.wait_models = models;
+        if let Some(reach) = reach {
+            match self.reach.get_mut(&reach) {
+                Some(n) => *n += 1,
+                None => {
+                    self.reach.insert(reach.clone(), 1);
+                }
+            }
+            node.wait_reach = Some(reach);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,6 +166,30 @@ mod tests {
         assert!(index.loaded.is_empty());
         assert_eq!(n.wait_entry, None);
         assert!(n.wait_models.is_empty());
+    }
+
+    #[test]
+    fn waiting_nodes_are_counted_by_reach_and_a_hot_one_not_at_all() {
+        let t = Thermal::default();
+        let mut index = WaitIndex::default();
+        let (mut a, _a) = waiting_node("a", 1, 40.0);
+        let (mut b, _b) = waiting_node("b", 2, 50.0);
+        let (mut hot, _h) = waiting_node("hot", 3, 90.0);
+        for n in [&mut a, &mut b, &mut hot] {
+            index.refresh(n, &t);
+        }
+        assert_eq!(index.all.len(), 3, "a hot node still waits");
+        assert_eq!(
+            index.reach.values().collect::<Vec<_>>(),
+            [&2],
+            "but reaches nothing"
+        );
+        assert_eq!(hot.wait_reach, None);
+        index.remove(&mut a);
+        assert_eq!(index.reach.values().collect::<Vec<_>>(), [&1]);
+        index.remove(&mut b);
+        assert!(index.reach.is_empty());
+        assert_eq!(b.wait_reach, None);
     }
 
     #[test]

@@ -175,6 +175,8 @@ impl Fleet {
                 .store
                 .write(vec![Mutation::PutWorker(node.row())]);
             let view = node.view();
+            // A draining node takes nothing: the wait index must know it either way.
+            inner.refile(id, &self.shared.limits.thermal);
             if !draining {
                 inner.dispatch(&self.shared, now);
             }
