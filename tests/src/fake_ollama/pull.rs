@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{chunk, respond, FakeModel, State};
+use super::http::{chunk, respond};
+use super::{FakeModel, State};
 
 /// Progress lines per pulled layer.
 const STEPS: u64 = 5;
