@@ -69,18 +69,12 @@ impl Stager {
             if reports.len() >= REPORTS_KEPT {
                 reports.remove(0);
             }
-            reports.push(StageProgress {
-                id: order.id,
-                action: order.action,
-                model: order.model.clone(),
-                state: StageState::Running,
-                status: None,
-                completed_bytes: None,
-                total_bytes: None,
-                error: None,
-                attempts: None,
-                retry_in_s: None,
-            });
+            reports.push(StageProgress::new(
+                order.id,
+                order.action,
+                order.model.clone(),
+                StageState::Running,
+            ));
         }
         let id = order.id;
         let model = order.model.clone();

@@ -86,6 +86,22 @@ pub struct StageProgress {
 }
 
 impl StageProgress {
+    /// A report with nothing known yet but the order and its state.
+    pub fn new(id: u64, action: StageAction, model: String, state: StageState) -> StageProgress {
+        StageProgress {
+            id,
+            action,
+            model,
+            state,
+            status: None,
+            completed_bytes: None,
+            total_bytes: None,
+            error: None,
+            attempts: None,
+            retry_in_s: None,
+        }
+    }
+
     /// Percent of the current layer downloaded, when Ollama said.
     pub fn percent(&self) -> Option<f64> {
         match (self.completed_bytes, self.total_bytes) {

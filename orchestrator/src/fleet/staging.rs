@@ -150,11 +150,7 @@ pub fn choose_puller<'a>(
     size: Option<u64>,
     t: &Thermal,
 ) -> Option<&'a str> {
-    cands
-        .into_iter()
-        .filter(|c| can_pull(c, req, model, size, t).is_ok())
-        .min_by(better)
-        .map(|c| c.id)
+    best(cands, |c| can_pull(c, req, model, size, t).is_ok())
 }
 
 /// The node to pre-load `model` on, if any may.
@@ -165,9 +161,16 @@ pub fn choose_preloader<'a>(
     size: Option<u64>,
     t: &Thermal,
 ) -> Option<&'a str> {
+    best(cands, |c| can_preload(c, req, model, size, t).is_ok())
+}
+
+fn best<'a>(
+    cands: impl IntoIterator<Item = Candidate<'a>>,
+    may: impl Fn(&Candidate<'a>) -> bool,
+) -> Option<&'a str> {
     cands
         .into_iter()
-        .filter(|c| can_preload(c, req, model, size, t).is_ok())
+        .filter(|c| may(c))
         .min_by(better)
         .map(|c| c.id)
 }

@@ -55,17 +55,21 @@ pub(super) fn ps(conn: &mut TcpStream, state: &Mutex<State>) -> std::io::Result<
     respond(conn, 200, &json!({ "models": models }))
 }
 
+/// The model a request names: `model`, or the older `name` that `show` and `pull` still take.
+pub(super) fn model_named(body: &Value) -> &str {
+    body.get("model")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 /// `POST /api/show`: what Ollama tells about a pulled model.
 pub(super) fn show(
     conn: &mut TcpStream,
     state: &Mutex<State>,
     body: &Value,
 ) -> std::io::Result<()> {
-    let name = body
-        .get("model")
-        .or_else(|| body.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = model_named(body);
     let st = state.lock().unwrap_or_else(|e| e.into_inner());
     let Some(m) = st.models.iter().find(|m| m.name == name).cloned() else {
         drop(st);

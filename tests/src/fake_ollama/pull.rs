@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::http::{chunk, respond};
+use super::models::model_named;
 use super::{FakeModel, State};
 
 /// Progress lines per pulled layer.
@@ -25,11 +26,7 @@ pub(super) fn pull(
     state: &Mutex<State>,
     body: &Value,
 ) -> std::io::Result<()> {
-    let name = body
-        .get("model")
-        .or_else(|| body.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = model_named(body);
     if name.is_empty() {
         return respond(conn, 400, &json!({"error": "model is required"}));
     }

@@ -48,17 +48,8 @@ impl Order {
         self.state = StageState::Failed;
         self.failures += 1;
         self.updated_at = now;
-        let p = self.progress.get_or_insert_with(|| StageProgress {
-            id: self.id,
-            action: self.action,
-            model: String::new(),
-            state: StageState::Failed,
-            status: None,
-            completed_bytes: None,
-            total_bytes: None,
-            error: None,
-            attempts: None,
-            retry_in_s: None,
+        let p = self.progress.get_or_insert_with(|| {
+            StageProgress::new(self.id, self.action, String::new(), StageState::Failed)
         });
         p.state = StageState::Failed;
         p.error = Some(error);
@@ -128,18 +119,10 @@ impl Node {
             .staging
             .iter()
             .map(|(m, o)| {
-                let mut p = o.progress.clone().unwrap_or(StageProgress {
-                    id: o.id,
-                    action: o.action,
-                    model: m.clone(),
-                    state: o.state,
-                    status: None,
-                    completed_bytes: None,
-                    total_bytes: None,
-                    error: None,
-                    attempts: None,
-                    retry_in_s: None,
-                });
+                let mut p = o
+                    .progress
+                    .clone()
+                    .unwrap_or_else(|| StageProgress::new(o.id, o.action, m.clone(), o.state));
                 p.model = m.clone();
                 p.state = o.state;
                 p.attempts = (o.failures > 0).then_some(o.failures);
