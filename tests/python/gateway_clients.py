@@ -149,8 +149,13 @@ def follow(base, model, key, endpoint):
     say("RESULT", json.dumps({"text": text, "error": error}))
 
 
-def generate_once(base, model, key, _extra):
-    r = ol(base, key).generate(model=model, prompt="interactive", stream=False)
+def generate_once(base, model, key, extra):
+    client = ol(base, key)
+    if extra == "on-go":
+        # Python and its packages are loaded: the caller times the request by a line on stdin.
+        say("READY")
+        sys.stdin.readline()
+    r = client.generate(model=model, prompt="interactive", stream=False)
     say("RESULT", json.dumps({"text": r.response}))
 
 

@@ -4,7 +4,7 @@
 //! double. The Python side (tests/python/gateway_clients.py) asserts what the user sees;
 //! this side checks what happened in the fleet, and kills agents at the right moment.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -43,6 +43,7 @@ impl Py {
             cmd.arg(e);
         }
         let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -59,6 +60,13 @@ impl Py {
             lines,
             case: case.to_string(),
         }
+    }
+
+    /// Lets a case started with `on-go` send its request.
+    fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("python reads its go line");
+        stdin.flush().expect("flush");
     }
 
     /// The next line starting with `tag`, its rest.
@@ -267,6 +275,9 @@ fn an_agent_killed_mid_stream_is_continued_or_ends_with_an_error() {
 fn a_gateway_request_goes_ahead_of_batch_work() {
     let f = fleet(1, &"x ".repeat(40), &[]);
     let double = &f.agents[0].1;
+    // Python loads first, so a slow start on a busy machine cannot outlast the batch task.
+    let mut py = Py::start("generate_once", &f.orch.base, Some("on-go"));
+    py.expect("READY");
     // The first batch task keeps the only node busy long enough for the client to queue.
     double.token_delay(Duration::from_millis(250));
     let batch = || {
@@ -283,7 +294,7 @@ fn a_gateway_request_goes_ahead_of_batch_work() {
         (double.active() > 0).then_some(())
     });
     let backlog: Vec<String> = (0..4).map(|_| batch()).collect();
-    let py = Py::start("generate_once", &f.orch.base, None);
+    py.go();
     let gateway_task = wait_for(
         "the gateway request in the queue",
         Duration::from_secs(20),
