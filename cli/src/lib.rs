@@ -238,6 +238,7 @@ pub fn run(cli: Cli, term: &mut Term<'_>) -> Result<(), CliError> {
                 priority,
                 timeout_s: timeout,
                 max_attempts,
+                expires_s: None,
             };
             let submitted = client.submit(&req)?;
             if !wait {

@@ -5,7 +5,8 @@
 //! - heartbeats/s accepted from 1,000+ registered nodes.
 //!
 //! `cargo bench -p pifleet-orchestrator --bench throughput -- [--tasks N] [--workers N]
-//! [--nodes N] [--seconds S] [--durability normal|full]`, or `scripts/bench-orchestrator.sh`.
+//! [--nodes N] [--seconds S] [--durability normal|full] [--backlog N] [--distinct-lanes N]`,
+//! or `scripts/bench-orchestrator.sh` (`scripts/bench-lanes.sh` for the two backlogs).
 //! All traffic goes to 127.0.0.1; every phase is bounded in count and time.
 
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ struct Args {
     /// Tasks for a model no node has, queued before the run: shows that a poll's cost
     /// does not grow with the queue.
     backlog: usize,
+    /// Tasks no node can run, each with requirements of its own (half a unique type,
+    /// half a unique `min_memory_bytes` above every node's memory), queued before the
+    /// run: shows that a scheduling pass does not grow with the number of lanes.
+    distinct_lanes: usize,
     durability: Durability,
 }
 
@@ -51,6 +56,7 @@ fn args() -> Args {
         seconds: 5.0,
         latency_tasks: 3_000,
         backlog: 0,
+        distinct_lanes: 0,
         durability: Durability::Normal,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +74,7 @@ fn args() -> Args {
             "--nodes" => a.nodes = num(),
             "--latency-tasks" => a.latency_tasks = num(),
             "--backlog" => a.backlog = num(),
+            "--distinct-lanes" => a.distinct_lanes = num(),
             "--seconds" => a.seconds = val.parse().unwrap_or(5.0),
             "--durability" => {
                 a.durability = match val.as_str() {
@@ -203,7 +210,8 @@ async fn register(addr: SocketAddr, prefix: &str, count: usize) {
         handles.push(tokio::spawn(async move {
             for i in (k * per)..((k + 1) * per).min(count) {
                 let body = json!({"worker_id": format!("{prefix}-{i}"), "worker_type": "bench",
-                    "capabilities": {"models": ["bench:1b"], "task_types": ["agent_action"]}});
+                    "capabilities": {"models": ["bench:1b"], "task_types": ["agent_action"],
+                                     "memory_total_bytes": 8u64 << 30}});
                 let (s, _) = c
                     .call("POST", "/api/workers/register", Some(body.to_string()))
                     .await;
@@ -213,6 +221,33 @@ async fn register(addr: SocketAddr, prefix: &str, count: usize) {
     }
     for h in handles {
         h.await.expect("register");
+    }
+}
+
+/// Tasks no registered node can run, each in a lane of its own.
+async fn submit_distinct(addr: SocketAddr, submitters: usize, total: usize) {
+    let per = total.div_ceil(submitters);
+    let mut handles = Vec::new();
+    for k in 0..submitters {
+        let range = (k * per)..((k + 1) * per).min(total);
+        handles.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await;
+            for i in range {
+                let body = if i % 2 == 0 {
+                    format!(r#"{{"type":"nobody-runs-{i}","data":{{}}}}"#)
+                } else {
+                    let need = (1u64 << 40) + i as u64;
+                    format!(
+                        r#"{{"type":"agent_action","data":{{"model":"bench:1b","min_memory_bytes":{need}}}}}"#
+                    )
+                };
+                let (s, b) = c.call("POST", "/api/tasks/submit", Some(body)).await;
+                assert_eq!(s, 201, "submit: {}", String::from_utf8_lossy(&b));
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("submitter");
     }
 }
 
@@ -296,6 +331,13 @@ fn main() {
         if a.backlog > 0 {
             submit_model(addr, a.submitters, a.backlog, epoch, "nobody-has:70b").await;
             println!("backlog: {} pending tasks no node can run", a.backlog);
+        }
+        if a.distinct_lanes > 0 {
+            submit_distinct(addr, a.submitters, a.distinct_lanes).await;
+            println!(
+                "backlog: {} pending tasks no node can run, each in a lane of its own",
+                a.distinct_lanes
+            );
         }
 
         // 1. End to end: submitters and long-polling workers run at once.

@@ -130,6 +130,7 @@ fn main() {
             priority: 5,
             timeout_s: None,
             max_attempts: None,
+            expires_s: None,
         });
     }
     // Let the store thread finish writing them before timing anything.

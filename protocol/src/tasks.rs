@@ -44,6 +44,9 @@ pub struct SubmitRequest {
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Seconds after submit at which the task fails as expired if still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +170,9 @@ pub struct TaskStatusResponse {
     pub created_at: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
+    /// When the task fails as expired if no node has taken it (a submit's `expires_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

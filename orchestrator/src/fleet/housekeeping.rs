@@ -80,6 +80,8 @@ impl Fleet {
             }
         }
 
+        changed |= inner.expire_due(sh, now, &mut muts);
+
         if now - inner.last_flush >= l.node_flush_s {
             inner.last_flush = now;
             let flushed = inner.nodes.values_mut().filter_map(|n| n.flush());

@@ -63,7 +63,12 @@ fn check_queue(inner: &Inner) -> Result<(), String> {
     }
     for id in &queued {
         match inner.tasks.get(id) {
-            Some(t) if t.state == TaskState::Pending => {}
+            Some(t) if t.state == TaskState::Pending => {
+                let due = t.expires_at.map(|at| (super::task::micros(at), t.seq));
+                if due.is_some_and(|k| inner.queue.expiring.get(&k) != Some(id)) {
+                    return Err(format!("pending task {id} has an expiry nobody watches"));
+                }
+            }
             Some(t) => return Err(format!("queued task {id} is {:?}", t.state)),
             None => return Err(format!("queued task {id} does not exist")),
         }

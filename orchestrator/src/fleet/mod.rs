@@ -16,7 +16,7 @@
 //! | `staging.rs`, `staging/plan.rs` | model staging: the pure rules; orders, reports, the planning pass |
 //! | `dispatch.rs` | placing lane heads on the best waiting node, assigning |
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
-//! | `tasks.rs` | submit, settle (fencing), revoke, watch for settlement |
+//! | `tasks.rs`, `expiry.rs` | submit, settle (fencing), revoke, watch for settlement; expiry |
 //! | `reclaim.rs` | taking back an attempt whose node neither runs nor holds it (lost answer) |
 //! | `housekeeping.rs`, `recover.rs` | the periodic tick and pruning; the start from the store |
 //! | `views.rs`, `invariants.rs` | read models for the API and the page; the test checker |
@@ -33,6 +33,7 @@ mod cancel;
 mod dispatch;
 mod error;
 mod estimate;
+mod expiry;
 pub mod finish;
 mod housekeeping;
 mod invariants;

@@ -17,11 +17,18 @@ pub(super) struct Queue {
     pub index: LaneIndex,
     /// Tasks in retry backoff, by `(not_before in µs, seq)`.
     pub delayed: BTreeMap<Rank, TaskId>,
+    /// Queued tasks that carry an expiry, by `(expires_at in µs, seq)`. An entry may
+    /// outlive its task's pending state: it is checked when it comes due.
+    pub expiring: BTreeMap<Rank, TaskId>,
 }
 
 impl Queue {
     /// Files a pending task: in backoff when it has a `not_before`, else in its lane.
     pub fn enqueue(&mut self, task: &Task, aging_s: f64) {
+        if let Some(at) = task.expires_at {
+            self.expiring
+                .insert((micros(at), task.seq), task.id.clone());
+        }
         match task.not_before {
             Some(nb) => {
                 self.delayed.insert((micros(nb), task.seq), task.id.clone());
@@ -63,6 +70,12 @@ impl Queue {
     /// Takes the next task whose backoff is over at `now`, if any.
     pub fn pop_due(&mut self, now: f64) -> Option<TaskId> {
         let entry = self.delayed.first_entry()?;
+        (entry.key().0 <= micros(now)).then(|| entry.remove())
+    }
+
+    /// Takes the next task whose expiry has come at `now`, if any.
+    pub fn pop_expired(&mut self, now: f64) -> Option<TaskId> {
+        let entry = self.expiring.first_entry()?;
         (entry.key().0 <= micros(now)).then(|| entry.remove())
     }
 
@@ -153,6 +166,7 @@ mod tests {
             priority,
             timeout_s: None,
             max_attempts: None,
+            expires_s: None,
         };
         let id: TaskId = Arc::from(format!("t{seq}").as_str());
         Task::new(id, new, seq, created_at, &Limits::default())

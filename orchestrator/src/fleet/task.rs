@@ -21,6 +21,8 @@ pub struct NewTask {
     pub priority: u8,
     pub timeout_s: Option<f64>,
     pub max_attempts: Option<u32>,
+    /// Seconds after submit at which the task, if still pending, fails as expired.
+    pub expires_s: Option<f64>,
 }
 
 /// A validated result report.
@@ -85,6 +87,7 @@ impl Task {
             seq,
             settled_by: None,
             settled_attempt: None,
+            expires_at: new.expires_s.map(|s| now + s),
         })
     }
 

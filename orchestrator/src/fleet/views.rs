@@ -119,7 +119,7 @@ impl FleetSnapshot {
 
 impl Inner {
     /// Why a pending task is not running, in words.
-    fn pending_reason(&self, task: &Task, l: &Limits, now: f64) -> String {
+    pub(super) fn pending_reason(&self, task: &Task, l: &Limits, now: f64) -> String {
         if let Some(nb) = task.not_before.filter(|nb| *nb > now) {
             return format!(
                 "retry backoff: eligible again in {:.1}s (after {})",
@@ -172,6 +172,7 @@ impl Fleet {
             pending_reason,
             created_at: Some(task.created_at),
             updated_at: Some(task.updated_at),
+            expires_at: task.expires_at,
         })
     }
 

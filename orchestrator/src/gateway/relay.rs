@@ -75,6 +75,7 @@ pub async fn submit(gw: &Gateway, job: &Job) -> Result<Running, GatewayError> {
         priority: job.priority,
         timeout_s: None,
         max_attempts: None,
+        expires_s: None,
     });
     if let Some(charge) = &gw.key {
         charge.auth.task_submitted(&charge.caller, &id);
@@ -458,6 +459,7 @@ impl Stream {
             priority: next.priority,
             timeout_s: None,
             max_attempts: None,
+            expires_s: None,
         });
         if let Some(charge) = &gw.key {
             charge.auth.task_submitted(&charge.caller, &id);

@@ -35,6 +35,8 @@ pub fn worker_router() -> Router<AppState> {
 /// A week: longer than any LLM task on a Pi, short enough to catch a typo in units.
 const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 const MAX_ATTEMPTS: u64 = 100;
+/// As long as a task may run: an expiry later than that is a typo in units.
+const MAX_EXPIRES_S: f64 = MAX_TIMEOUT_S;
 const MAX_TYPE_LEN: usize = 64;
 
 fn obj_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -161,12 +163,31 @@ pub fn parse_submit(body: Value) -> Result<NewTask, AppError> {
         None => None,
         Some(v) => Some(int_in("max_attempts", v, 1, MAX_ATTEMPTS)? as u32),
     };
+    let expires_s = match obj_field(&obj, "expires_s") {
+        None => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(t) if t > 0.0 && t <= MAX_EXPIRES_S => Some(t),
+            _ => {
+                return Err(AppError::Invalid(format!(
+                    "expires_s: {n} is out of range (more than 0, at most {MAX_EXPIRES_S}: \
+                     seconds after submit a task still pending fails as expired)"
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(AppError::Invalid(format!(
+                "expires_s: expected a number of seconds after submit, got {}",
+                describe(other)
+            )))
+        }
+    };
     Ok(NewTask {
         task_type,
         data,
         priority,
         timeout_s,
         max_attempts,
+        expires_s,
     })
 }
 
@@ -377,6 +398,22 @@ mod tests {
         assert!(
             err(json!({"type": "agent_action", "data": {"model": 3}})).starts_with("data.model:")
         );
+    }
+
+    #[test]
+    fn an_expiry_is_a_positive_number_of_seconds() {
+        let with = |e: Value| json!({"type": "x", "data": {}, "expires_s": e});
+        for bad in [json!(-1), json!(0), json!(1e9)] {
+            let e = err(with(bad.clone()));
+            assert!(
+                e.starts_with("expires_s: ") && e.contains("out of range"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(with(json!("soon")));
+        assert!(e.starts_with("expires_s: expected a number"), "{e}");
+        assert_eq!(parse_submit(with(json!(30))).unwrap().expires_s, Some(30.0));
+        assert_eq!(parse_submit(with(Value::Null)).unwrap().expires_s, None);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct TaskRow {
     pub seq: u64,
     pub settled_by: Option<String>,
     pub settled_attempt: Option<u32>,
+    /// When the task fails as expired if it is still pending (`expires_s` of its submit).
+    pub expires_at: Option<f64>,
 }
 
 /// A node as stored. Metrics are kept so a restarted orchestrator still shows the last

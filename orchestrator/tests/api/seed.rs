@@ -144,6 +144,7 @@ async fn a_poll_that_hangs_up_gives_its_task_back() {
         priority: 5,
         timeout_s: None,
         max_attempts: None,
+        expires_s: None,
     });
     for _ in 0..20 {
         tokio::task::yield_now().await;

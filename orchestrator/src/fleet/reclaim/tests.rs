@@ -35,6 +35,7 @@ async fn submit(f: &Fleet) -> String {
         priority: 5,
         timeout_s: None,
         max_attempts: None,
+        expires_s: None,
     });
     committed(commit).await.expect("submit committed");
     id

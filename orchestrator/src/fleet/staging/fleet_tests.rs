@@ -95,6 +95,7 @@ async fn submit(f: &Fleet) {
         priority: 5,
         timeout_s: None,
         max_attempts: None,
+        expires_s: None,
     });
     committed(commit).await.expect("submit committed");
 }

@@ -14,7 +14,7 @@ use crate::store::{Snapshot, StoreError, TaskRow, WorkerRow};
 
 pub(super) const TASK_COLUMNS: &str = "id, type, data, priority, state, assigned_to, attempt, \
     failures, max_attempts, timeout_s, result, error, created_at, updated_at, assigned_at, \
-    not_before, seq, settled_by, settled_attempt";
+    not_before, seq, settled_by, settled_attempt, expires_at";
 
 pub(super) const WORKER_COLUMNS: &str = "id, worker_type, capabilities, registered_at, \
     last_seen, draining, dead, tasks_completed, tasks_failed, metrics";
@@ -82,6 +82,7 @@ fn task_row(r: &Row) -> Result<TaskRow, String> {
         seq: col::<i64>(r, 17, "seq")?.max(0) as u64,
         settled_by: col(r, 18, "settled_by")?,
         settled_attempt: col::<Option<i64>>(r, 19, "settled_attempt")?.map(|a| a.max(0) as u32),
+        expires_at: col(r, 20, "expires_at")?,
         id,
     })
 }

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     not_before REAL,
     seq INTEGER NOT NULL,
     settled_by TEXT,
-    settled_attempt INTEGER
+    settled_attempt INTEGER,
+    expires_at REAL
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS quarantined_tasks (
     id, type, data, priority, state, assigned_to, attempt, failures, max_attempts, timeout_s,
     result, error, created_at, updated_at, assigned_at, not_before, seq, settled_by,
-    settled_attempt, reason TEXT, quarantined_at REAL
+    settled_attempt, expires_at, reason TEXT, quarantined_at REAL
 );
 CREATE TABLE IF NOT EXISTS quarantined_workers (
     id, worker_type, capabilities, registered_at, last_seen, draining, dead, tasks_completed,
@@ -74,7 +75,26 @@ CREATE TABLE IF NOT EXISTS quarantined_workers (
 ";
 
 /// 1: tasks, workers, counters. 2: the key and credential tables of [`super::keys`].
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: `expires_at` of tasks (added to a version 2 file when it is opened).
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Columns added since version 1, by table: added to an older file at open.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("tasks", "expires_at", "REAL"),
+    ("quarantined_tasks", "expires_at", ""),
+];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, ty) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?;
+        if !stmt.exists([column])? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
+}
 
 pub struct SqliteStore {
     conn: Connection,
@@ -107,6 +127,7 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
         conn.execute_batch(super::keys::SCHEMA).map_err(open_err)?;
         conn.execute_batch(super::speeds::SCHEMA)
             .map_err(open_err)?;
@@ -143,9 +164,10 @@ impl Store for SqliteStore {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO tasks (id, type, data, priority, state, assigned_to,
                             attempt, failures, max_attempts, timeout_s, result, error, created_at,
-                            updated_at, assigned_at, not_before, seq, settled_by, settled_attempt)
+                            updated_at, assigned_at, not_before, seq, settled_by, settled_attempt,
+                            expires_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                            ?16, ?17, ?18, ?19)",
+                            ?16, ?17, ?18, ?19, ?20)",
                     )?
                     .execute(params![
                         t.id,
@@ -167,6 +189,7 @@ impl Store for SqliteStore {
                         t.seq as i64,
                         t.settled_by,
                         t.settled_attempt,
+                        t.expires_at,
                     ])?;
                 }
                 Mutation::UpdateTask(t) => {
@@ -288,6 +311,7 @@ mod tests {
             seq: 1,
             settled_by: None,
             settled_attempt: None,
+            expires_at: None,
         }
     }
 
@@ -427,6 +451,39 @@ mod tests {
             .query_row("SELECT reason FROM quarantined_tasks", [], |r| r.get(0))
             .unwrap();
         assert_eq!(reason, r#"state: unknown "finished""#);
+    }
+
+    #[test]
+    fn a_version_2_file_gains_the_expiry_column_and_keeps_its_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let v2 = SCHEMA.replace(",\n    expires_at REAL", "").replace(
+            "settled_attempt, expires_at, reason",
+            "settled_attempt, reason",
+        );
+        assert!(!v2.contains("expires_at"));
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&v2).unwrap();
+        old.execute_batch(
+            "INSERT INTO tasks (id, type, data, priority, state, attempt, failures, max_attempts,
+                timeout_s, created_at, updated_at, seq)
+             VALUES ('old', 't', '{}', 5, 'pending', 0, 0, 3, 600, 1, 1, 1);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(old);
+        let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let snap = s.load().unwrap();
+        assert_eq!(snap.tasks.len(), 1);
+        assert_eq!(snap.tasks[0].expires_at, None);
+        let mut t = task("new", TaskState::Pending);
+        t.expires_at = Some(99.5);
+        s.apply(&[Mutation::PutTask(t)]).unwrap();
+        drop(s);
+        let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let snap = s.load().unwrap();
+        let new = snap.tasks.iter().find(|t| t.id == "new").unwrap();
+        assert_eq!(new.expires_at, Some(99.5));
     }
 
     #[test]
