@@ -50,12 +50,25 @@ pub fn run(
             ))
         }
     };
-    let streaming = match ollama.stream(kind, body, limits) {
-        Ok(s) => s,
-        Err(e) => return Ok(Ran::Done(failed(&e))),
+    let Some(to) = to.filter(|_| api.stream) else {
+        return Ok(Ran::Done(match ollama.stream(kind, body, limits) {
+            Ok(s) => with_response(s.to_end()),
+            Err(e) => failed(&e),
+        }));
     };
-    Ok(match to.filter(|_| api.stream) {
-        Some(to) => relay(streaming, to, task, limits),
-        None => Ran::Done(with_response(streaming.to_end())),
+    // A client may hang up while Ollama loads the model: until its first token the
+    // request can be stopped from the heartbeat thread (see `abort.rs`).
+    let (own, client) = ollama.own_client();
+    to.aborts.waiting(&task.task_id, client);
+    let opened = own.stream(kind, body, limits);
+    if to.aborts.answered(&task.task_id) {
+        return Ok(Ran::Abandoned(
+            "the orchestrator no longer wants it (its client hung up) before Ollama's first token"
+                .into(),
+        ));
+    }
+    Ok(match opened {
+        Ok(streaming) => relay(streaming, to, task, limits),
+        Err(e) => Ran::Done(failed(&e)),
     })
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use pifleet_protocol::HeartbeatRequest;
 
+use crate::abort::WAITING_BEAT;
 use crate::node::Node;
 use crate::probe::{Probe, SysProbe};
 use crate::registration::{model_names, CALL, SLACK};
@@ -63,6 +64,11 @@ pub fn heartbeat_loop(s: Arc<Node>, beat: Arc<Beat>, mut probe: SysProbe) {
             Ok(resp) => {
                 orch.ok("heartbeat");
                 s.stager.take(&resp.stage, &s);
+                for task in resp.stop_tasks.iter().flatten() {
+                    if s.aborts.stop(task) {
+                        log::info!("task {task}: the orchestrator no longer wants it; closed its Ollama request");
+                    }
+                }
                 let draining = resp.draining.unwrap_or(false);
                 if s.activity.set_draining(draining) {
                     log::info!(
@@ -82,7 +88,14 @@ pub fn heartbeat_loop(s: Arc<Node>, beat: Arc<Beat>, mut probe: SysProbe) {
             }
             Err(e) => orch.fail("heartbeat", &e),
         }
-        if s.stop.wait(jitter(interval)) {
+        // A request waiting for Ollama's first token learns of its client's hang-up only
+        // from a heartbeat answer: beat faster meanwhile.
+        let wait = if s.aborts.any_waiting() {
+            interval.min(WAITING_BEAT)
+        } else {
+            interval
+        };
+        if s.stop.wait(jitter(wait)) {
             break;
         }
     }

@@ -20,6 +20,7 @@
 //! | `staging.rs` | model pulls and pre-loads the orchestrator asks for, with their progress |
 //! | `heartbeat.rs` | the heartbeat loop: metrics, model changes, drain |
 //! | `supervise.rs` | watchdog pings, STATUS=, the orderly shutdown |
+//! | `abort.rs` | stopping a gateway request that waits for Ollama's first token, from the heartbeat |
 //! | `activity.rs` | what the node is doing now: running tasks, drain, status, LED |
 //! | `watchdog.rs` | systemd notify, progress deadlines ([`watchdog::Beat`]), [`watchdog::Stop`] |
 //! | `retry.rs`, `rng.rs` | backoff, jitter, quiet failure logging; the seedable PRNG |
@@ -41,6 +42,7 @@
 //! led_pin = 17
 //! ```
 
+pub mod abort;
 pub mod activity;
 pub mod client;
 pub mod config;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::abort::Aborts;
 use crate::activity::Activity;
 use crate::client::Client;
 use crate::config::Config;
@@ -27,6 +28,8 @@ pub struct Node {
     pub outbox: Outbox,
     pub registrar: Registrar,
     pub activity: Activity,
+    /// Gateway requests still waiting for Ollama's first token.
+    pub aborts: Aborts,
     pub stop: Stop,
     pub notifier: Arc<dyn Notifier>,
     pub beats: Beats,
@@ -76,6 +79,7 @@ impl Node {
             runner,
             registrar,
             activity: Activity::new(Status::default()),
+            aborts: Aborts::default(),
             stop,
             notifier,
             beats: Beats::default(),

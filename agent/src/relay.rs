@@ -14,6 +14,7 @@ use std::time::Duration;
 use pifleet_protocol::TaskAssignment;
 use serde_json::json;
 
+use crate::abort::Aborts;
 use crate::client::Client;
 use crate::error::{ClientError, OllamaError};
 use crate::ollama::{Limits, Streaming};
@@ -26,6 +27,8 @@ const ANSWER: Duration = Duration::from_secs(10);
 pub struct StreamTo<'a> {
     pub client: &'a Client,
     pub worker_id: &'a str,
+    /// Where a request still waiting for Ollama can be stopped from the heartbeat.
+    pub aborts: &'a Aborts,
 }
 
 enum End {

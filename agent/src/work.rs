@@ -104,6 +104,7 @@ fn execute(s: &Node, beat: &Beat, task: TaskAssignment) {
     let to = StreamTo {
         client: &s.client,
         worker_id: &s.cfg.id,
+        aborts: &s.aborts,
     };
     let outcome = match s.runner.run_to(&task, Some(&to)) {
         Ran::Done(outcome) => outcome,

@@ -186,6 +186,10 @@ pub struct HeartbeatResponse {
     /// `model_pull` are asked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage: Vec<StageOrder>,
+    /// Tasks of the heartbeat's `running_tasks` that are no longer this node's (their
+    /// client hung up, or the attempt went elsewhere): drop their work, report nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_tasks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

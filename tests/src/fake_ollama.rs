@@ -21,8 +21,9 @@
 //!
 //! It also serves `POST /api/embed` (a deterministic vector per input) and `POST
 //! /api/show` (the model's details, `model_info`, `capabilities`). A streamed generation
-//! watches its connection: when the client closes it early the double stops generating
-//! and counts an aborted generation, as the real server cancels its request. Test-only
+//! watches its connection, also while it stalls before the head: when the client closes it
+//! early the double stops generating and counts an aborted generation, as the real server
+//! cancels its request. Test-only
 //! routes, for tests that run the double as a process: `GET /test/stats`
 //! (`{"active","completed","aborted"}`) and `POST /test/config` (`{"token_delay_ms",
 //! "tokens", "reply", "first_token_delay_ms"}`, each optional).

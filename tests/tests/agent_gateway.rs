@@ -3,12 +3,13 @@
 //! test can ask it whether it is still generating) and streams the tokens back through
 //! the orchestrator. A client that hangs up stops the double's generation.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use pifleet_system_tests::fake_ollama::{FakeModel, FakeOllama};
 use pifleet_system_tests::fleet::{
-    start_agent, submit, tempdir, wait_for, wait_task, worker, Proc,
+    get, start_agent, submit, tempdir, wait_for, wait_task, worker, Proc,
 };
 use pifleet_system_tests::orch::Orch;
 use serde_json::{json, Value};
@@ -134,4 +135,88 @@ fn a_non_streaming_chat_gets_the_whole_answer() {
     assert_eq!(v["message"]["content"], "Rayleigh scattering.");
     assert_eq!(v["done"], true);
     assert_eq!(v["eval_count"], 2);
+}
+
+/// A streaming `/api/chat` on a bare socket: the orchestrator answers nothing before the
+/// first token, so this is how a client waits for a queued or loading answer, and
+/// dropping the socket is how it hangs up.
+fn send_chat_raw(orch: &Orch) -> TcpStream {
+    let addr = orch.base.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let body = chat(true).to_string();
+    write!(
+        conn,
+        "POST /api/chat HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    conn
+}
+
+/// The node is free again: the next task runs on it.
+fn node_takes_the_next_task(orch: &Orch) {
+    let next = submit(
+        &orch.base,
+        &json!({"type": "evolution_mutation", "data": {"genome": {"a": 1.0}, "seed": 3}}),
+    );
+    let t = wait_task(&orch.base, &next, &["completed"], LIMIT);
+    assert_eq!(t["assigned_to"], "pi-gw", "{t}");
+}
+
+#[test]
+fn a_client_that_hangs_up_while_the_model_loads_cancels_the_task_and_frees_the_node() {
+    let (_dir, orch, fake, _agent) = fleet("gw-hangup-loading");
+    // Longer than any wait below: only the hang-up can end this request in time.
+    fake.delay_first_token(LIMIT * 10);
+    let conn = send_chat_raw(&orch);
+    let task = wait_for("the node to take the chat", LIMIT, || {
+        let w = worker(&orch.base, "pi-gw")?;
+        w["current_tasks"][0].as_str().map(str::to_string)
+    });
+    wait_for("the double to be asked", LIMIT, || {
+        (fake.generations().len() == 1).then_some(())
+    });
+    drop(conn);
+    let t = wait_task(&orch.base, &task, &["cancelled"], LIMIT);
+    assert!(t["error"].as_str().unwrap_or("").contains("hung up"), "{t}");
+    wait_for("the double to see its request closed", LIMIT, || {
+        (fake.aborted() == 1).then_some(())
+    });
+    assert_eq!(fake.completed(), 0);
+    node_takes_the_next_task(&orch);
+}
+
+#[test]
+fn a_client_that_hangs_up_while_queued_cancels_the_task_before_it_runs() {
+    let (_dir, orch, fake, _agent) = fleet("gw-hangup-queued");
+    // The node is busy with a long answer; a second chat waits in the queue behind it.
+    fake.set_tokens(5000);
+    fake.token_delay(Duration::from_millis(20));
+    let (mut busy, _busy_task) = open_chat(&orch);
+    let mut first = String::new();
+    BufReader::new(busy.body_mut().as_reader())
+        .read_line(&mut first)
+        .unwrap();
+    let conn = send_chat_raw(&orch);
+    let task = wait_for("the second chat to be queued", LIMIT, || {
+        let q = get(&orch.base, "/api/tasks/queue").ok()?;
+        q["pending"][0]["task_id"].as_str().map(str::to_string)
+    });
+    drop(conn);
+    let t = wait_task(&orch.base, &task, &["cancelled"], LIMIT);
+    assert!(
+        t["error"].as_str().unwrap_or("").contains("while pending"),
+        "{t}"
+    );
+    assert_eq!(
+        (fake.generations().len(), fake.active()),
+        (1, 1),
+        "cancelled in the queue, while the first answer still streams"
+    );
+    drop(busy);
+    wait_for("the double to see the first request closed", LIMIT, || {
+        (fake.aborted() == 1).then_some(())
+    });
+    node_takes_the_next_task(&orch);
 }

@@ -78,6 +78,17 @@ impl Ollama {
         }
     }
 
+    /// The same Ollama on an HTTP client of its own, and that client: shutting it down
+    /// interrupts a request blocked on Ollama (see `abort.rs`).
+    pub fn own_client(&self) -> (Ollama, ureq::Agent) {
+        let agent = http::agent(Duration::from_secs(3));
+        let own = Ollama {
+            agent: agent.clone(),
+            ..self.clone()
+        };
+        (own, agent)
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

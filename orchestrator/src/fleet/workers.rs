@@ -3,7 +3,7 @@
 
 use pifleet_protocol::{
     HeartbeatRequest, HeartbeatResponse, MetricSample, NodeView, RegisterRequest, RegisterResponse,
-    UnregisterResponse,
+    TaskState, UnregisterResponse,
 };
 use tokio::sync::oneshot;
 
@@ -15,6 +15,21 @@ use super::{Fleet, Inner};
 use crate::store::{CommitResult, Mutation};
 
 impl Inner {
+    /// Of the tasks a node says it runs, those it no longer holds: cancelled (its client
+    /// hung up), settled otherwise, or given to another attempt. Unknown ids are left
+    /// alone (not ours to judge).
+    pub(super) fn not_held_by(&self, worker: &str, running: &[String]) -> Vec<String> {
+        running
+            .iter()
+            .filter(|t| {
+                self.tasks.get(t.as_str()).is_some_and(|task| {
+                    task.state != TaskState::Assigned || task.assigned_to.as_deref() != Some(worker)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The live node `id`, or why the fleet will not serve it.
     pub(super) fn live_node(&mut self, id: &str) -> Result<&mut Node, FleetError> {
         match self.nodes.get_mut(id) {
@@ -102,6 +117,10 @@ impl Fleet {
         let stage = node.stage_orders();
         let draining = node.draining;
         let may_take = health_changed && !node.waiters.is_empty();
+        let stop_tasks = hb
+            .running_tasks
+            .as_ref()
+            .map(|running| inner.not_held_by(id, running));
         let mut commit = None;
         if let (Some(running), Some(spooled)) = (&hb.running_tasks, &hb.spooled_results) {
             let holding = Holding { running, spooled };
@@ -123,6 +142,7 @@ impl Fleet {
             status: "ok".into(),
             draining: Some(draining),
             stage,
+            stop_tasks: stop_tasks.filter(|s| !s.is_empty()),
         };
         Ok((resp, commit))
     }

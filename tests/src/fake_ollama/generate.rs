@@ -66,7 +66,12 @@ pub(super) fn generate(
             .map(|p| p.split_whitespace().count())
             .unwrap_or(0)
     };
-    thread::sleep(first_delay);
+    // Ollama stops a generation whose client went away, even before the first token
+    // (while it loads the model or reads the prompt): so does the double, and counts it.
+    if let Err(e) = pause_unless_closed(conn, first_delay) {
+        state.lock().unwrap_or_else(|e| e.into_inner()).aborted += 1;
+        return Err(e);
+    }
     let tokens: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
     let eval_count = tokens.len() as u64;
     let piece = |text: &str, done: bool| -> Value {
