@@ -147,6 +147,7 @@ mod tests {
             status: "ok".into(),
             draining: None,
             stage: Vec::new(),
+            stop_tasks: None,
         };
         assert_eq!(
             serde_json::to_value(&resp).unwrap(),

@@ -128,3 +128,18 @@ fn worker_path_encodes_odd_ids() {
     );
     assert_eq!(task_path("uuid-1", "result"), "/api/tasks/uuid-1/result");
 }
+
+#[test]
+fn stop_tasks_is_optional_on_the_heartbeat_answer() {
+    let seed: HeartbeatResponse = serde_json::from_str(r#"{"status":"ok"}"#).unwrap();
+    assert_eq!(seed.stop_tasks, None);
+    let resp: HeartbeatResponse =
+        serde_json::from_value(json!({"status": "ok", "stop_tasks": ["t-1"]})).unwrap();
+    assert_eq!(resp.stop_tasks, Some(vec!["t-1".to_string()]));
+    let v = serde_json::to_value(HeartbeatResponse {
+        stop_tasks: None,
+        ..resp
+    })
+    .unwrap();
+    assert!(v.get("stop_tasks").is_none(), "{v}");
+}
