@@ -197,6 +197,7 @@ mod tests {
         let mut wait = entry("bbbbbbbb-2", "code_generation", TaskState::Pending);
         wait.pending_reason = Some("no node offers model \"llama3.2:1b\"".into());
         let queue = QueueResponse {
+            pending_limit: None,
             pending: vec![wait],
             assigned: vec![run],
             by_priority: BTreeMap::new(),
@@ -232,6 +233,7 @@ cccccccc  agent_action  failed  pi-desk  -     -      10s ago   Ollama: model no
             .map(|i| entry(&format!("{i:08}"), "evolution_mutation", TaskState::Pending))
             .collect();
         let queue = QueueResponse {
+            pending_limit: None,
             pending,
             assigned: vec![],
             by_priority: BTreeMap::new(),

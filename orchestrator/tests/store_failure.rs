@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use pifleet_orchestrator::clock::ManualClock;
 use pifleet_orchestrator::config::Config;
 use pifleet_orchestrator::store::sqlite::Durability;
-use pifleet_orchestrator::store::{Mutation, Snapshot, SqliteStore, Store, StoreError};
+use pifleet_orchestrator::store::{BodyReader, Mutation, Snapshot, SqliteStore, Store, StoreError};
 use pifleet_orchestrator::Orchestrator;
 use serde_json::json;
 use util::Harness;
@@ -36,6 +36,10 @@ impl Store for FullDisk {
             )));
         }
         self.inner.apply(batch)
+    }
+
+    fn body_reader(&self) -> Option<Arc<dyn BodyReader>> {
+        self.inner.body_reader()
     }
 }
 

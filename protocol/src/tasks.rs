@@ -203,6 +203,10 @@ pub struct QueueResponse {
     pub by_priority: BTreeMap<String, u64>,
     pub total_pending: u64,
     pub total_assigned: u64,
+    /// The most pending tasks this answer lists: the `limit` asked for, capped at the
+    /// orchestrator's maximum. `total_pending` counts them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_limit: Option<u64>,
 }
 
 /// A task that completed or failed, as the CLI's watch and the status page list it.

@@ -49,6 +49,9 @@ pub enum FleetError {
     /// The store could not commit: nothing was acknowledged.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// A settled task's result could not be read back from the store.
+    #[error("{0}")]
+    StoreRead(String),
 }
 
 fn on_holder(holder: &Option<String>) -> String {

@@ -18,6 +18,7 @@ impl Fleet {
         let sh = &self.shared;
         let l = &sh.limits;
         let mut inner = self.lock();
+        self.release_committed(&mut inner);
         let mut muts = Vec::new();
         let mut changed = false;
 

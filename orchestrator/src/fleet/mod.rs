@@ -18,6 +18,7 @@
 //! | `workers.rs`, `poll.rs` | register, heartbeat, drain, unregister; long-poll tickets |
 //! | `tasks.rs`, `expiry.rs` | submit, settle (fencing), revoke, watch for settlement; expiry |
 //! | `reclaim.rs` | taking back an attempt whose node neither runs nor holds it (lost answer) |
+//! | `bodies.rs` | settled tasks' bodies on disk only, read back for their status |
 //! | `housekeeping.rs`, `recover.rs` | the periodic tick and pruning; the start from the store |
 //! | `views.rs`, `invariants.rs` | read models for the API and the page; the test checker |
 //!
@@ -29,6 +30,7 @@
 //! a worker starts waiting, the best waiting node for each lane head gets it. A hot node
 //! that polls first therefore does not beat a cool one already waiting.
 
+mod bodies;
 mod cancel;
 mod dispatch;
 mod error;
@@ -65,6 +67,7 @@ use crate::clock::Clock;
 use crate::store::{CommitResult, Mutation, StoreHandle};
 use crate::telemetry::Histograms;
 
+pub use bodies::BodyFootprint;
 pub use error::{committed, FleetError};
 pub use limits::{Limits, Staging, StagingMode, Thermal};
 pub use poll::{Delivery, PollTicket};

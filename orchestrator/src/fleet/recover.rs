@@ -17,7 +17,13 @@ use crate::clock::Clock;
 use crate::store::{Snapshot, StoreHandle};
 use crate::telemetry::Histograms;
 
-fn build(snapshot: Snapshot, now: f64, limits: &Limits) -> (Inner, Vec<TaskId>) {
+/// With `bodies_on_disk`, settled tasks keep only their summary (see `bodies.rs`).
+fn build(
+    snapshot: Snapshot,
+    now: f64,
+    limits: &Limits,
+    bodies_on_disk: bool,
+) -> (Inner, Vec<TaskId>) {
     let mut inner = Inner {
         last_flush: now,
         last_prune: now,
@@ -65,6 +71,11 @@ fn build(snapshot: Snapshot, now: f64, limits: &Limits) -> (Inner, Vec<TaskId>) 
     for (_, id, _) in &settled[settled.len().saturating_sub(RECENT_KEPT)..] {
         remember(&mut inner.recent_settled, id);
     }
+    if bodies_on_disk {
+        for (_, id, _) in &settled {
+            inner.release_body(id);
+        }
+    }
     // What placement learned of each node's speed carries on.
     for (node, doc) in snapshot.speeds {
         match serde_json::from_value(doc) {
@@ -88,7 +99,7 @@ impl Fleet {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let now = clock.now();
-        let (inner, orphans) = build(snapshot, now, &limits);
+        let (inner, orphans) = build(snapshot, now, &limits, store.reads_bodies());
         let (changes, _) = watch::channel(0);
         let fleet = Fleet {
             shared: Arc::new(Shared {
@@ -133,7 +144,12 @@ impl Fleet {
     /// polls and status watchers are let go (they ask again); nodes keep their liveness.
     fn rebuild(&self, snapshot: Snapshot) {
         let now = self.now();
-        let (fresh, orphans) = build(snapshot, now, &self.shared.limits);
+        let (fresh, orphans) = build(
+            snapshot,
+            now,
+            &self.shared.limits,
+            self.shared.store.reads_bodies(),
+        );
         {
             let mut inner = self.lock();
             *inner = fresh;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::limits::Limits;
 use super::placement::Requirements;
-use crate::store::TaskRow;
+use crate::store::{Summary, TaskRow};
 
 pub type TaskId = Arc<str>;
 
@@ -88,6 +88,7 @@ impl Task {
             settled_by: None,
             settled_attempt: None,
             expires_at: new.expires_s.map(|s| now + s),
+            summary: None,
         })
     }
 
@@ -103,7 +104,14 @@ impl Task {
         }
     }
 
+    /// The row to store. Settled tasks are never written again (only deleted), so a row
+    /// whose bodies are on disk only is never written back without them.
     pub fn row(&self) -> TaskRow {
+        debug_assert!(
+            self.summary.is_none(),
+            "task {} rewritten after its bodies left memory",
+            self.id
+        );
         self.row.clone()
     }
 
@@ -114,13 +122,6 @@ impl Task {
         let created = micros(self.created_at);
         let boost = (f64::from(self.priority) * aging_s * 1e6) as i64;
         (created.saturating_sub(boost), self.seq)
-    }
-
-    pub fn is_settled(&self) -> bool {
-        matches!(
-            self.state,
-            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
-        )
     }
 
     /// True while `worker` holds `attempt` of this task.
@@ -151,7 +152,10 @@ impl Task {
     /// A settled task as the recent-work lists show it: the figures come from the agent's
     /// result when it sent them.
     pub fn recent(&self) -> RecentTask {
-        let field = |k: &str| self.result.as_deref().and_then(|r| r.get(k));
+        let s = match &self.summary {
+            Some(s) => Summary::clone(s),
+            None => Summary::of(&self.data, self.result.as_deref()),
+        };
         let ran_ms = self
             .assigned_at
             .map(|at| ((self.updated_at - at).max(0.0) * 1000.0) as u64);
@@ -164,13 +168,10 @@ impl Task {
             attempts: self.attempt,
             created_at: self.created_at,
             finished_at: self.updated_at,
-            duration_ms: field("duration_ms").and_then(Value::as_u64).or(ran_ms),
-            model: field("model")
-                .or_else(|| self.data.get("model"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            completion_tokens: field("completion_tokens").and_then(Value::as_u64),
-            tokens_per_s: field("tokens_per_s").and_then(Value::as_f64),
+            duration_ms: s.duration_ms.or(ran_ms),
+            model: s.model,
+            completion_tokens: s.completion_tokens,
+            tokens_per_s: s.tokens_per_s,
             error: self.error.clone(),
         }
     }

@@ -51,11 +51,15 @@ pub(super) enum Revoke {
     Lost,
 }
 
-pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) {
-    if recent.len() >= RECENT_KEPT {
-        recent.pop_front();
-    }
+/// Returns the task pushed out of the list, if any.
+pub(super) fn remember(recent: &mut VecDeque<TaskId>, id: &TaskId) -> Option<TaskId> {
+    let out = if recent.len() >= RECENT_KEPT {
+        recent.pop_front()
+    } else {
+        None
+    };
     recent.push_back(id.clone());
+    out
 }
 
 /// Why `report` cannot settle `task`, or `None` when it repeats the settling report.
@@ -117,6 +121,7 @@ impl Fleet {
     pub fn settle(&self, task_id: &str, report: ResultReport) -> Result<Settled, FleetError> {
         let now = self.now();
         let mut guard = self.lock();
+        self.release_committed(&mut guard);
         let inner = &mut *guard;
         let Some(task) = inner.tasks.get_mut(task_id) else {
             return Err(FleetError::TaskNotFound(task_id.to_string()));
@@ -160,10 +165,7 @@ impl Fleet {
                 .tally
                 .moved(TaskState::Assigned, new_state, task.priority);
             inner.notify_settled(&id);
-            remember(&mut inner.recent_settled, &id);
-            if new_state == TaskState::Failed {
-                remember(&mut inner.recent_failed, &id);
-            }
+            inner.remember_settled(&id, new_state == TaskState::Failed);
             if let Some(node) = inner.nodes.get_mut(w) {
                 node.current.retain(|t| *t != id);
                 if report.success {
@@ -298,8 +300,6 @@ impl Inner {
                 task.failures
             ));
             task.assigned_to = Some(holder.clone());
-            remember(&mut self.recent_failed, id);
-            remember(&mut self.recent_settled, id);
             tracing::warn!(task = %id, error = task.error.as_deref().unwrap_or(""), "task failed");
         } else {
             task.state = TaskState::Pending;
@@ -327,6 +327,7 @@ impl Inner {
             self.waiting.refresh(node, &l.thermal);
         }
         if failed_for_good {
+            self.remember_settled(id, true);
             self.notify_settled(id);
         }
     }

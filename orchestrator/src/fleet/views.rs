@@ -153,13 +153,14 @@ impl Inner {
 }
 
 impl Fleet {
-    pub fn status(&self, task_id: &str) -> Option<TaskStatusResponse> {
+    /// The status as memory holds it, and whether its result and error are on disk only.
+    pub(super) fn status_in_memory(&self, task_id: &str) -> Option<(TaskStatusResponse, bool)> {
         let now = self.now();
         let inner = self.lock();
         let task = inner.tasks.get(task_id)?;
         let pending_reason = (task.state == TaskState::Pending)
             .then(|| inner.pending_reason(task, &self.shared.limits, now));
-        Some(TaskStatusResponse {
+        let status = TaskStatusResponse {
             task_id: task.id.to_string(),
             status: task.state,
             assigned_to: task.assigned_to.clone(),
@@ -173,7 +174,8 @@ impl Fleet {
             created_at: Some(task.created_at),
             updated_at: Some(task.updated_at),
             expires_at: task.expires_at,
-        })
+        };
+        Some((status, task.summary.is_some()))
     }
 
     /// Pending tasks in the order they will be offered (up to `limit`), then the assigned.
@@ -190,6 +192,7 @@ impl Fleet {
             pending: inner.pending_head(limit, &self.shared.limits, now),
             assigned: inner.running(),
             by_priority,
+            pending_limit: Some(limit as u64),
         }
     }
 

@@ -124,7 +124,7 @@ pub async fn wait_whole(gw: &Gateway, job: &Job) -> Result<Value, GatewayError> 
         tokio::select! {
             _ = &mut settled => break,
             _ = tokio::time::sleep_until(deadline.into()), if !assigned => {
-                let st = gw.fleet.status(&running.id);
+                let st = gw.fleet.status(&running.id).ok().flatten();
                 if st.as_ref().is_some_and(|s| s.status == TaskState::Pending) {
                     let why = st.and_then(|s| s.pending_reason);
                     gw.fleet.cancel(&running.id, "no node took it within the gateway's queue time");
@@ -143,6 +143,7 @@ fn finish_whole(gw: &Gateway, job: &Job, running: &mut Running) -> Result<Value,
     let st = gw
         .fleet
         .status(&running.id)
+        .map_err(|e| GatewayError::upstream(job.api, e.to_string()))?
         .ok_or_else(|| GatewayError::upstream(job.api, "the task vanished"))?;
     if st.status != TaskState::Completed {
         return Err(settled_error(job.api, &st));
@@ -308,7 +309,7 @@ impl Stream {
                 self.broken(attempt, reason)
             }
             Wake::Deadline => {
-                let st = self.gw.fleet.status(&self.running.id);
+                let st = self.gw.fleet.status(&self.running.id).ok().flatten();
                 if st.as_ref().is_some_and(|s| s.status == TaskState::Pending) {
                     let why = st.and_then(|s| s.pending_reason);
                     self.gw.fleet.cancel(
@@ -380,8 +381,10 @@ impl Stream {
             }
         }
         let api = self.job.api;
-        let Some(st) = self.gw.fleet.status(&self.running.id) else {
-            return self.fail(GatewayError::upstream(api, "the task vanished"));
+        let st = match self.gw.fleet.status(&self.running.id) {
+            Ok(Some(st)) => st,
+            Ok(None) => return self.fail(GatewayError::upstream(api, "the task vanished")),
+            Err(e) => return self.fail(GatewayError::upstream(api, e.to_string())),
         };
         match st.status {
             TaskState::Pending | TaskState::Assigned => None,

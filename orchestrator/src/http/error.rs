@@ -71,7 +71,9 @@ impl From<FleetError> for AppError {
             FleetError::AlreadySettled { .. }
             | FleetError::StaleAttempt { .. }
             | FleetError::NotHolder { .. } => AppError::Conflict(e.to_string()),
-            FleetError::StoreUnavailable(detail) => AppError::Unavailable(detail),
+            FleetError::StoreUnavailable(detail) | FleetError::StoreRead(detail) => {
+                AppError::Unavailable(detail)
+            }
         }
     }
 }

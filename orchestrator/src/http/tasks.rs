@@ -329,16 +329,21 @@ async fn status(
             let _ = tokio::time::timeout(std::time::Duration::from_secs_f64(wait), settled).await;
         }
     }
-    match s.fleet.status(&id) {
+    match s.fleet.status_async(&id).await? {
         Some(status) => Ok(Json(status)),
         None => Err(FleetError::TaskNotFound(id).into()),
     }
 }
 
-const DEFAULT_QUEUE_LIMIT: usize = 1000;
+/// The most pending tasks one queue answer lists (about 450 KB of JSON): a larger
+/// `limit` is capped and the answer's `pending_limit` says so.
+pub const MAX_QUEUE_LIMIT: usize = 1000;
 
 async fn queue(State(s): State<AppState>, q: QueryMap) -> Result<Json<QueueResponse>, AppError> {
-    let limit = q.count("limit")?.unwrap_or(DEFAULT_QUEUE_LIMIT);
+    let limit = q
+        .count("limit")?
+        .unwrap_or(MAX_QUEUE_LIMIT)
+        .min(MAX_QUEUE_LIMIT);
     Ok(Json(s.fleet.queue(limit)))
 }
 

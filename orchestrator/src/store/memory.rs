@@ -2,12 +2,16 @@
 //! durability is not wanted.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Mutation, Snapshot, Store, StoreError, TaskRow, WorkerRow};
+use super::{Bodies, BodyReader, Mutation, Snapshot, Store, StoreError, TaskRow, WorkerRow};
+
+type Tasks = Arc<Mutex<BTreeMap<String, TaskRow>>>;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    tasks: BTreeMap<String, TaskRow>,
+    /// Shared with the [`BodyReader`], as a file is shared by two SQLite connections.
+    tasks: Tasks,
     workers: BTreeMap<String, WorkerRow>,
     counters: BTreeMap<String, u64>,
     speeds: BTreeMap<String, serde_json::Value>,
@@ -17,12 +21,28 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn tasks(&self) -> MutexGuard<'_, BTreeMap<String, TaskRow>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Reader(Tasks);
+
+impl BodyReader for Reader {
+    fn read(&self, id: &str) -> Result<Option<Bodies>, StoreError> {
+        let tasks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(tasks.get(id).map(|t| Bodies {
+            result: t.result.as_deref().cloned(),
+            error: t.error.clone(),
+        }))
+    }
 }
 
 impl Store for MemoryStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
-            tasks: self.tasks.values().cloned().collect(),
+            tasks: self.tasks().values().cloned().collect(),
             workers: self.workers.values().cloned().collect(),
             counters: self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             speeds: self
@@ -37,7 +57,7 @@ impl Store for MemoryStore {
         for m in batch {
             match m {
                 Mutation::PutTask(t) | Mutation::UpdateTask(t) => {
-                    self.tasks.insert(t.id.clone(), t.clone());
+                    self.tasks().insert(t.id.clone(), t.clone());
                 }
                 Mutation::PutWorker(w) => {
                     self.workers.insert(w.id.clone(), w.clone());
@@ -57,7 +77,7 @@ impl Store for MemoryStore {
                     self.speeds.remove(id);
                 }
                 Mutation::DeleteTask(id) => {
-                    self.tasks.remove(id);
+                    self.tasks().remove(id);
                 }
                 Mutation::Counter(k, v) => {
                     self.counters.insert(k.clone(), *v);
@@ -68,5 +88,9 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    fn body_reader(&self) -> Option<Arc<dyn BodyReader>> {
+        Some(Arc::new(Reader(self.tasks.clone())))
     }
 }

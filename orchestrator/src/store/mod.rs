@@ -7,6 +7,7 @@
 //! or a result only after the answer for its mutations arrives, so an acknowledged change
 //! survives a `kill -9`.
 
+pub mod bodies;
 pub mod keys;
 pub mod lock;
 pub mod memory;
@@ -22,6 +23,7 @@ use pifleet_protocol::TaskState;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use bodies::{Bodies, BodyReader, Summary};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
@@ -78,6 +80,18 @@ pub struct TaskRow {
     pub settled_attempt: Option<u32>,
     /// When the task fails as expired if it is still pending (`expires_s` of its submit).
     pub expires_at: Option<f64>,
+    /// Set on a settled task whose bodies are on disk only: `data` is then a stand-in,
+    /// `result` is absent and `error` may be (read them with a [`BodyReader`]).
+    pub summary: Option<Box<Summary>>,
+}
+
+impl TaskRow {
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self.state,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
+    }
 }
 
 /// A node as stored. Metrics are kept so a restarted orchestrator still shows the last
@@ -136,6 +150,10 @@ pub trait Store: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Applies the batch atomically: all of it or none of it.
     fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;
+    /// Reads committed bodies back; without one the fleet keeps them in memory.
+    fn body_reader(&self) -> Option<Arc<dyn BodyReader>> {
+        None
+    }
 }
 
 /// Why a batch was not committed: nothing in it was acknowledged.
@@ -181,6 +199,10 @@ struct Recovery {
 pub struct StoreHandle {
     tx: mpsc::Sender<Command>,
     recovery: Arc<Recovery>,
+    reader: Option<Arc<dyn BodyReader>>,
+    /// Tasks whose settled row has been committed since the fleet last asked: their
+    /// bodies may leave memory now, the disk answers for them.
+    committed_settled: Arc<Mutex<Vec<String>>>,
 }
 
 /// Largest number of commands folded into one transaction: bounds the latency of the
@@ -196,6 +218,9 @@ impl StoreHandle {
         let (tx, rx) = mpsc::channel::<Command>();
         let recovery = Arc::new(Recovery::default());
         let shared = recovery.clone();
+        let reader = store.body_reader();
+        let committed_settled = Arc::new(Mutex::new(Vec::new()));
+        let settled_out = reader.is_some().then(|| committed_settled.clone());
         let join = thread::Builder::new()
             .name("pifleet-store".into())
             .spawn(move || {
@@ -243,6 +268,8 @@ impl StoreHandle {
                     }
                     if outcome.is_err() {
                         recover(&mut *store, &recovery);
+                    } else if let Some(out) = &settled_out {
+                        note_settled(&batch, out);
                     }
                     for w in waiters.drain(..) {
                         let _ = w.send(outcome.clone());
@@ -251,7 +278,38 @@ impl StoreHandle {
                 }
                 tracing::debug!("store thread finished");
             })?;
-        Ok((StoreHandle { tx, recovery }, join))
+        Ok((
+            StoreHandle {
+                tx,
+                recovery,
+                reader,
+                committed_settled,
+            },
+            join,
+        ))
+    }
+
+    /// True when settled bodies can be read back, so they need not stay in memory.
+    pub fn reads_bodies(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// The committed result and error of a task (blocking: a point read on disk).
+    pub fn read_bodies(&self, id: &str) -> Result<Option<Bodies>, StoreError> {
+        match &self.reader {
+            Some(r) => r.read(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The tasks whose settled row was committed since the last call.
+    pub fn take_committed_settled(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .committed_settled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// Registers how the in-memory state is rebuilt after a failed commit.
@@ -308,6 +366,19 @@ impl StoreHandle {
             .is_err()
         {
             tracing::warn!("store thread is gone; change not persisted");
+        }
+    }
+}
+
+/// Settled rows are never written again (only deleted), so once one is committed the
+/// disk answers for its bodies.
+fn note_settled(batch: &[Mutation], out: &Mutex<Vec<String>>) {
+    let mut ids = out.lock().unwrap_or_else(|p| p.into_inner());
+    for m in batch {
+        if let Mutation::UpdateTask(t) | Mutation::PutTask(t) = m {
+            if t.is_settled() {
+                ids.push(t.id.clone());
+            }
         }
     }
 }

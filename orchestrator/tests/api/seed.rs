@@ -149,14 +149,14 @@ async fn a_poll_that_hangs_up_gives_its_task_back() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    let st = h.fleet.status(&id).unwrap();
+    let st = h.fleet.status(&id).unwrap().unwrap();
     assert_eq!(st.status, TaskState::Assigned);
     assert_eq!(st.assigned_to.as_deref(), Some("flaky"));
     assert!(!poll.is_finished(), "the poll answered before its commit");
     // The worker hangs up between the assignment and the answer.
     poll.abort();
     assert!(poll.await.unwrap_err().is_cancelled());
-    let st = h.fleet.status(&id).unwrap();
+    let st = h.fleet.status(&id).unwrap().unwrap();
     assert_eq!(st.status, TaskState::Pending, "{st:?}");
     assert_eq!(st.assigned_to, None);
     gate.open();

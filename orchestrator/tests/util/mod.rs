@@ -15,7 +15,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use pifleet_orchestrator::clock::ManualClock;
 use pifleet_orchestrator::config::{Config, RawConfig};
-use pifleet_orchestrator::store::{MemoryStore, Mutation, Snapshot, Store, StoreError};
+use pifleet_orchestrator::store::{BodyReader, MemoryStore, Mutation, Snapshot, Store, StoreError};
 use pifleet_orchestrator::{Fleet, Orchestrator};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -65,6 +65,10 @@ impl Store for GatedStore {
             closed = cv.wait(closed).unwrap();
         }
         self.inner.apply(batch)
+    }
+
+    fn body_reader(&self) -> Option<Arc<dyn BodyReader>> {
+        self.inner.body_reader()
     }
 }
 

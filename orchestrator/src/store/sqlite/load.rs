@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use pifleet_protocol::TaskState;
 
-use crate::store::{Snapshot, StoreError, TaskRow, WorkerRow};
+use crate::store::bodies::no_data;
+use crate::store::{Snapshot, StoreError, Summary, TaskRow, WorkerRow};
 
 pub(super) const TASK_COLUMNS: &str = "id, type, data, priority, state, assigned_to, attempt, \
     failures, max_attempts, timeout_s, result, error, created_at, updated_at, assigned_at, \
@@ -57,8 +58,20 @@ fn id_text(r: &Row) -> String {
     }
 }
 
-/// Columns from 1: column 0 is the rowid.
-fn task_row(r: &Row) -> Result<TaskRow, String> {
+/// Columns from 1: column 0 is the rowid. With `slim`, a settled task's data and result
+/// are parsed (a row that does not parse is still set aside) but only their [`Summary`]
+/// is kept: the bodies stay on disk, one row in memory at a time.
+fn task_row(r: &Row, slim: bool) -> Result<TaskRow, String> {
+    let mut row = full_task_row(r)?;
+    if slim && row.is_settled() {
+        row.summary = Some(Box::new(Summary::of(&row.data, row.result.as_deref())));
+        row.data = no_data();
+        row.result = None;
+    }
+    Ok(row)
+}
+
+fn full_task_row(r: &Row) -> Result<TaskRow, String> {
     let id: String = col(r, 1, "id")?;
     Ok(TaskRow {
         task_type: col(r, 2, "type")?,
@@ -83,6 +96,7 @@ fn task_row(r: &Row) -> Result<TaskRow, String> {
         settled_by: col(r, 18, "settled_by")?,
         settled_attempt: col::<Option<i64>>(r, 19, "settled_attempt")?.map(|a| a.max(0) as u32),
         expires_at: col(r, 20, "expires_at")?,
+        summary: None,
         id,
     })
 }
@@ -129,7 +143,7 @@ fn read_table<T>(
     Ok(())
 }
 
-pub(super) fn load(conn: &mut Connection) -> Result<Snapshot, StoreError> {
+pub(super) fn load(conn: &mut Connection, slim: bool) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
     let mut bad = Vec::new();
     read_table(
@@ -137,7 +151,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Snapshot, StoreError> {
         "tasks",
         TASK_COLUMNS,
         "seq",
-        task_row,
+        |r| task_row(r, slim),
         &mut snap.tasks,
         &mut bad,
     )?;

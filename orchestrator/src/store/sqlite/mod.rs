@@ -1,8 +1,9 @@
 //! The default store: one SQLite file in WAL mode.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
 mod checkpoint;
@@ -10,7 +11,7 @@ mod load;
 
 use checkpoint::{Checkpointer, AUTOCHECKPOINT_PAGES};
 
-use super::{Mutation, Snapshot, Store, StoreError};
+use super::{Bodies, BodyReader, Mutation, Snapshot, Store, StoreError};
 
 /// How hard SQLite works to keep a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -99,6 +100,36 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
 pub struct SqliteStore {
     conn: Connection,
     _checkpointer: Option<Checkpointer>,
+    reader: Option<Arc<Reader>>,
+}
+
+/// A read-only connection of its own: in WAL mode it reads what is committed while the
+/// store thread writes.
+struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl BodyReader for Reader {
+    fn read(&self, id: &str) -> Result<Option<Bodies>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let row: Option<(Option<String>, Option<String>)> = conn
+            .prepare_cached("SELECT result, error FROM tasks WHERE id = ?1")?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((result, error)) = row else {
+            return Ok(None);
+        };
+        let result = match result {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: id.to_string(),
+                    detail: format!("result: invalid JSON: {e}"),
+                })?,
+            ),
+        };
+        Ok(Some(Bodies { result, error }))
+    }
 }
 
 impl SqliteStore {
@@ -135,14 +166,26 @@ impl SqliteStore {
             "PRAGMA user_version={SCHEMA_VERSION}; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(open_err)?;
-        let checkpointer = if path.as_os_str() == ":memory:" {
-            None
+        let (checkpointer, reader) = if path.as_os_str() == ":memory:" {
+            (None, None)
         } else {
-            Some(Checkpointer::start(path)?)
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| c.execute_batch("PRAGMA busy_timeout=5000;").map(|()| c))
+            .map_err(open_err)?;
+            (
+                Some(Checkpointer::start(path)?),
+                Some(Arc::new(Reader {
+                    conn: Mutex::new(reader),
+                })),
+            )
         };
         Ok(SqliteStore {
             conn,
             _checkpointer: checkpointer,
+            reader,
         })
     }
 }
@@ -153,7 +196,11 @@ fn json_text(v: &Value) -> String {
 
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        load::load(&mut self.conn)
+        load::load(&mut self.conn, self.reader.is_some())
+    }
+
+    fn body_reader(&self) -> Option<Arc<dyn BodyReader>> {
+        self.reader.clone().map(|r| r as Arc<dyn BodyReader>)
     }
 
     fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
@@ -312,6 +359,7 @@ mod tests {
             settled_by: None,
             settled_attempt: None,
             expires_at: None,
+            summary: None,
         }
     }
 
@@ -362,7 +410,19 @@ mod tests {
         }
         let mut s = SqliteStore::open(&path, Durability::Full).unwrap();
         let snap = s.load().unwrap();
-        assert_eq!(snap.tasks, vec![a]);
+        // Settled: only the summary comes back in the snapshot, the bodies are read on demand.
+        let mut slim = a.clone();
+        slim.summary = Some(Box::new(crate::store::Summary::of(
+            &a.data,
+            a.result.as_deref(),
+        )));
+        slim.data = crate::store::bodies::no_data();
+        slim.result = None;
+        assert_eq!(snap.tasks, vec![slim]);
+        let bodies = s.body_reader().unwrap().read("a").unwrap().unwrap();
+        assert_eq!(bodies.result.as_ref(), a.result.as_deref());
+        assert_eq!(bodies.error, a.error);
+        assert!(s.body_reader().unwrap().read("b").unwrap().is_none());
         assert_eq!(snap.workers[0].tasks_completed, 1);
         assert!(snap.workers[0].draining);
         assert_eq!(snap.workers[0].metrics, worker.metrics);
