@@ -1,17 +1,19 @@
 //! The default store: one SQLite file in WAL mode.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 use serde_json::Value;
 
 mod checkpoint;
 mod load;
+mod reader;
 
 use checkpoint::{Checkpointer, AUTOCHECKPOINT_PAGES};
+use reader::Reader;
 
-use super::{Bodies, BodyReader, Mutation, Snapshot, Store, StoreError};
+use super::{BodyReader, Mutation, Snapshot, Store, StoreError};
 
 /// How hard SQLite works to keep a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -103,35 +105,6 @@ pub struct SqliteStore {
     reader: Option<Arc<Reader>>,
 }
 
-/// A read-only connection of its own: in WAL mode it reads what is committed while the
-/// store thread writes.
-struct Reader {
-    conn: Mutex<Connection>,
-}
-
-impl BodyReader for Reader {
-    fn read(&self, id: &str) -> Result<Option<Bodies>, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let row: Option<(Option<String>, Option<String>)> = conn
-            .prepare_cached("SELECT result, error FROM tasks WHERE id = ?1")?
-            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((result, error)) = row else {
-            return Ok(None);
-        };
-        let result = match result {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    id: id.to_string(),
-                    detail: format!("result: invalid JSON: {e}"),
-                })?,
-            ),
-        };
-        Ok(Some(Bodies { result, error }))
-    }
-}
-
 impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
@@ -177,9 +150,7 @@ impl SqliteStore {
             .map_err(open_err)?;
             (
                 Some(Checkpointer::start(path)?),
-                Some(Arc::new(Reader {
-                    conn: Mutex::new(reader),
-                })),
+                Some(Arc::new(Reader::new(reader))),
             )
         };
         Ok(SqliteStore {
