@@ -4,7 +4,6 @@
 
 use pifleet_protocol::TaskState;
 
-use super::tasks::remember;
 use super::{Inner, Shared};
 use crate::store::Mutation;
 
@@ -40,8 +39,7 @@ impl Inner {
             muts.push(Mutation::UpdateTask(task.row()));
             self.tally
                 .moved(TaskState::Pending, TaskState::Failed, priority);
-            remember(&mut self.recent_failed, &id);
-            remember(&mut self.recent_settled, &id);
+            self.remember_settled(&id, true);
             self.notify_settled(&id);
             tracing::info!(task = %id, "pending task expired");
             any = true;
