@@ -111,6 +111,7 @@ impl Orchestrator {
         Ok(Orchestrator {
             state: AppState {
                 gateway: gateway::Gateway::new(fleet.clone(), config.gateway.clone()),
+                events: http::page::feed(fleet.clone(), config.max_event_streams),
                 fleet,
                 auth,
                 tokens: Arc::new(config.tokens.clone()),

@@ -49,4 +49,5 @@ pub mod fake_seed;
 pub mod fleet;
 pub mod orch;
 pub mod sim;
+pub mod sse;
 pub mod webdriver;

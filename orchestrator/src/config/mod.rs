@@ -78,6 +78,8 @@ pub struct Config {
     pub tick_s: f64,
     pub log_format: LogFormat,
     pub gateway: GatewayConfig,
+    /// Status-page event streams open at once (`GET /api/events`); past it, 503.
+    pub max_event_streams: usize,
 }
 
 impl Default for Config {
@@ -435,6 +437,15 @@ impl Config {
             }
         };
         let gateway = gateway_config(&raw_gateway, insecure, tokens.client.is_some())?;
+        let max_event_streams = raw
+            .max_event_streams
+            .unwrap_or(crate::health::feed::DEFAULT_MAX_STREAMS as u64);
+        if !(1..=100_000).contains(&max_event_streams) {
+            return Err(invalid(
+                "max_event_streams",
+                format!("must be between 1 and 100000, got {max_event_streams}"),
+            ));
+        }
         Ok(Config {
             listen,
             db,
@@ -447,6 +458,7 @@ impl Config {
             tick_s,
             log_format,
             gateway,
+            max_event_streams: max_event_streams as usize,
         })
     }
 }

@@ -62,6 +62,8 @@ pub struct RawConfig {
     pub staging_pull_bytes_per_s: Option<f64>,
     /// Wait before asking a node that failed a model again (doubles per failure).
     pub staging_retry_s: Option<f64>,
+    /// Status-page event streams open at once; past it `GET /api/events` gets 503.
+    pub max_event_streams: Option<u64>,
 }
 
 /// Keys settable from the environment, and how to read their text.
@@ -113,6 +115,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("staging_models", Kind::List),
     ("staging_pull_bytes_per_s", Kind::Float),
     ("staging_retry_s", Kind::Float),
+    ("max_event_streams", Kind::Int),
 ];
 
 impl RawConfig {
@@ -213,7 +216,8 @@ impl RawConfig {
             model_staging,
             staging_models,
             staging_pull_bytes_per_s,
-            staging_retry_s
+            staging_retry_s,
+            max_event_streams
         )
     }
 }

@@ -1,25 +1,17 @@
 //! `GET /api/events`: the status page's live updates as server-sent events.
 //!
-//! Each event is `event: fleet` with an [`Update`] as JSON: one on connect with every
-//! part of the page, then one after each change of the orchestrator's state with only
-//! the parts and node cards that changed since the previous event on that connection.
-//! Changes are coalesced to at most one event per `min_gap`, and a check runs every
-//! `refresh` even without a change. Waiting for a change never holds the state's lock:
-//! the stream only reads snapshots. With hundreds of nodes heartbeating, an event
-//! carries the few cards that changed, not the whole fleet.
+//! Each event is `event: fleet` with an [`Update`] as JSON: the first on a connection
+//! with every part of the page ([`Shown::full`]), then one after each change of the
+//! orchestrator's state with only the parts and node cards that changed since the
+//! previous event. [`Shown`] is what has been shown; the feed (`feed.rs`) keeps one for
+//! every connection at once, renders each change once and shares the bytes. With hundreds
+//! of nodes heartbeating, an event carries the few cards that changed, not the whole fleet.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream};
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 use pifleet_protocol::NodeDetail;
 
@@ -61,6 +53,9 @@ pub struct Card {
 pub struct Shown {
     /// Node id -> (fingerprint of what the card shows, the card).
     cards: HashMap<String, (u64, String)>,
+    /// Node ids in display order, and the clock, as of the last update.
+    order: Vec<String>,
+    at: f64,
     summary: Option<String>,
     queue: Option<String>,
     failures: Option<String>,
@@ -133,9 +128,11 @@ impl Shown {
             && queue.is_none()
             && failures.is_none()
             && work.is_none();
+        self.at = s.at;
         if nothing {
             return None;
         }
+        self.order.clone_from(&order);
         Some(Update {
             at: s.at,
             order,
@@ -149,64 +146,29 @@ impl Shown {
     }
 }
 
-/// Builds the stream. `snapshot` reads the fleet; `changes` ticks on every change of the
-/// orchestrator's state; the stream ends when `stopping` says so (checked on every tick),
-/// so an open status page never holds up a graceful shutdown.
-pub fn stream<S, SF, T, D>(
-    snapshot: S,
-    changes: watch::Receiver<T>,
-    stopping: D,
-    min_gap: Duration,
-    refresh: Duration,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
-where
-    S: FnMut() -> SF + Send + 'static,
-    SF: Future<Output = FleetSnapshot> + Send,
-    T: Send + Sync + 'static,
-    D: Fn() -> bool + Send + 'static,
-{
-    struct St<S, T, D> {
-        snapshot: S,
-        stopping: D,
-        changes: watch::Receiver<T>,
-        shown: Shown,
-        last: Option<Instant>,
-        closed: bool,
-    }
-    let init = St {
-        snapshot,
-        stopping,
-        changes,
-        shown: Shown::default(),
-        last: None,
-        closed: false,
-    };
-    let events = stream::unfold(init, move |mut st| async move {
-        loop {
-            if let Some(last) = st.last {
-                if st.closed {
-                    tokio::time::sleep(refresh).await;
-                } else {
-                    tokio::select! {
-                        open = st.changes.changed() => st.closed = open.is_err(),
-                        _ = tokio::time::sleep(refresh) => {}
-                    }
-                }
-                if (st.stopping)() {
-                    return None;
-                }
-                // Coalesce bursts: changes during this pause are in the next snapshot.
-                tokio::time::sleep_until(last + min_gap).await;
-            }
-            let snap = (st.snapshot)().await;
-            st.last = Some(Instant::now());
-            if let Some(update) = st.shown.update(&snap) {
-                let data = serde_json::to_string(&update).unwrap_or_default();
-                return Some((Ok(Event::default().event(EVENT).data(data)), st));
-            }
+impl Shown {
+    /// Everything shown, as the first update of a connection that showed nothing.
+    pub fn full(&self) -> Update {
+        Update {
+            at: self.at,
+            order: self.order.clone(),
+            nodes: self
+                .order
+                .iter()
+                .filter_map(|id| {
+                    self.cards.get(id).map(|(_, html)| Card {
+                        id: id.clone(),
+                        html: html.clone(),
+                    })
+                })
+                .collect(),
+            empty: page::EMPTY_NODES_HTML,
+            summary: self.summary.clone(),
+            queue: self.queue.clone(),
+            failures: self.failures.clone(),
+            work: self.work.clone(),
         }
-    });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    }
 }
 
 #[cfg(test)]
@@ -260,5 +222,30 @@ mod tests {
         let back = shown.update(&snap(12.0, vec![node("a", 1.0), b])).unwrap();
         assert_eq!(back.nodes.len(), 1);
         assert_eq!(back.nodes[0].id, "a");
+    }
+
+    #[test]
+    fn full_is_everything_shown_so_far() {
+        let mut shown = Shown::default();
+        shown.update(&snap(1.0, vec![node("a", 1.0), node("b", 1.0)]));
+        let mut b = node("b", 2.0);
+        b.node.draining = true;
+        let delta = shown.update(&snap(2.0, vec![node("a", 1.0), b])).unwrap();
+        let full = shown.full();
+        assert_eq!(full.order, ["a", "b"]);
+        assert_eq!(full.nodes.len(), 2, "every card, not only the changed one");
+        assert_eq!(full.nodes[1], delta.nodes[0]);
+        assert!(full.summary.is_some() && full.queue.is_some() && full.work.is_some());
+        // A fresh connection given `full` ends up where one that saw every update is.
+        let mut again = Shown::default();
+        let first = again.update(&snap(
+            2.0,
+            vec![node("a", 1.0), {
+                let mut b = node("b", 2.0);
+                b.node.draining = true;
+                b
+            }],
+        ));
+        assert_eq!(first.map(|u| u.nodes), Some(full.nodes));
     }
 }

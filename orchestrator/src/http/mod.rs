@@ -13,7 +13,7 @@ pub(crate) mod auth;
 pub mod error;
 pub mod extract;
 mod nodes;
-mod page;
+pub(crate) mod page;
 mod streams;
 mod tasks;
 pub mod validate;
@@ -52,6 +52,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The OpenAI- and Ollama-compatible gateway's settings and metrics.
     pub gateway: crate::gateway::Gateway,
+    /// The status page's live feed, shared by every open event stream.
+    pub events: crate::health::feed::Feed,
 }
 
 /// The whole API as one router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.

@@ -3,23 +3,22 @@
 //! page's own stylesheet and script (open: code, no data). Each takes one snapshot of
 //! the fleet and hands it to [`crate::health`] to render.
 
-use std::time::Duration;
-
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
-use pifleet_protocol::paths;
+use axum::{Json, Router};
+use pifleet_protocol::{paths, ErrorResponse};
+use tokio::sync::watch;
 
 use super::auth::require_page_token;
 use super::AppState;
-use crate::health::{events, metrics, page};
+use crate::fleet::Fleet;
+use crate::health::feed::{Feed, FeedConfig, Source};
+use crate::health::{metrics, page, FleetSnapshot};
 
-/// Live updates: at most one event per this gap per connection, and one at least this often.
-const EVENTS_MIN_GAP: Duration = Duration::from_millis(250);
-const EVENTS_REFRESH: Duration = Duration::from_secs(5);
 /// Failures listed on the page.
 const RECENT_FAILURES: usize = 10;
 /// Running, pending and recently settled tasks listed on the page (each).
@@ -49,6 +48,7 @@ async fn prometheus(State(s): State<AppState>) -> Response {
         Some(&s.gateway.metrics),
     );
     let text = crate::keys::metrics::splice(text, &crate::keys::metrics::render(&s.auth.usage()));
+    let text = crate::keys::metrics::splice(text, &s.events.metrics_text());
     (
         [(
             header::CONTENT_TYPE,
@@ -91,26 +91,60 @@ async fn status_page(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn event_stream(State(s): State<AppState>) -> Response {
-    let fleet = s.fleet.clone();
-    let sse = events::stream(
-        move || {
-            let fleet = fleet.clone();
-            async move { fleet.snapshot(true, RECENT_FAILURES, WORK_SHOWN) }
+/// What the page's live feed reads: the same snapshot as the page itself.
+struct FleetSource(Fleet);
+
+impl Source for FleetSource {
+    fn snapshot(&self) -> FleetSnapshot {
+        self.0.snapshot(true, RECENT_FAILURES, WORK_SHOWN)
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    fn stopping(&self) -> bool {
+        self.0.is_shutting_down()
+    }
+}
+
+/// The live feed of `fleet`'s status page, at most `max_streams` streams at once.
+pub fn feed(fleet: Fleet, max_streams: usize) -> Feed {
+    Feed::new(
+        FleetSource(fleet),
+        FeedConfig {
+            max_streams,
+            ..FeedConfig::default()
         },
-        s.fleet.subscribe(),
-        {
-            let fleet = s.fleet.clone();
-            move || fleet.is_shutting_down()
-        },
-        EVENTS_MIN_GAP,
-        EVENTS_REFRESH,
-    );
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        sse,
     )
-        .into_response()
+}
+
+async fn event_stream(State(s): State<AppState>) -> Response {
+    match s.events.open() {
+        Ok(body) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response(),
+        Err(refused) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("10"))],
+            Json(ErrorResponse {
+                error: format!(
+                    "/api/events: {} status-page streams are open, the most allowed \
+                     (max_event_streams); close a page or try again later",
+                    refused.max
+                ),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
