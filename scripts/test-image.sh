@@ -2,7 +2,10 @@
 # Boot test of the SD image: boots it under qemu-system-aarch64 (-M virt -cpu cortex-a72, TCG)
 # the way a user would use it - pifleet.toml written onto the card's FAT partition - against a
 # real orchestrator on this machine's loopback. Passes when the node registers, heartbeats with
-# real metrics and completes a native task; fails with the console log otherwise.
+# real metrics and completes a native task, and then - with the orchestrator's join token
+# changed, so only the node's stored credential gets it in - comes back under the same id
+# after the power button and a second power-on from the same card, and completes another
+# task; fails with the console log otherwise.
 #
 #   scripts/test-image.sh [IMAGE]   (default: target/image/pifleet-<version>-arm64.img.xz)
 #
@@ -11,7 +14,8 @@
 # The card is enlarged by 1 GiB first, so the first-boot root-growing runs too. A watchdog
 # device (i6300esb) lets the image's RuntimeWatchdogSec= arm it; under emulation on a loaded
 # machine PID 1 can stall past 14 s, so a firing is logged (qemu.log), not a reset.
-# Takes ~2-5 minutes on 2 cores (TCG emulation). BOOT_TIMEOUT (s, default 480) bounds it.
+# Takes ~3-8 minutes on 2 cores (TCG emulation, two boots). BOOT_TIMEOUT (s, default 480)
+# bounds each boot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/orchestrator.sh
@@ -98,36 +102,98 @@ mcopy -i "$fat" ::cmdline.txt "$t/cmdline.txt"
 cmdline="$(sed -E 's/console=[^ ]+//g' "$t/cmdline.txt" | tr -s ' ') console=ttyAMA0 systemd.journald.forward_to_console=1"
 echo "test-image: $(basename "$image"): kernel $kernel, cmdline: $cmdline"
 
-started=$(date +%s)
-qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
-  -kernel "$t/vmlinuz" -initrd "$t/initrd" -append "$cmdline" \
-  -drive "file=$disk,format=raw,if=none,id=card" -device virtio-blk-pci,drive=card \
-  -netdev "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:nc 127.0.0.1 $port" \
-  -device virtio-net-pci,netdev=net0 -device i6300esb -action watchdog=debug \
-  -monitor none -serial "file:$t/console.log" </dev/null >"$t/qemu.log" 2>&1 &
-qemu_pid=$!
+# One power-on of the emulated Pi: serial console to $t/console-N.log, qemu's monitor on a
+# socket (the power button). -no-reboot: the guest halting ends qemu, as unplugging a Pi would.
+boots=0
+power_on() {
+  boots=$((boots + 1))
+  console="$t/console-$boots.log"
+  ln -sf "$console" "$t/console.log"
+  rm -f "$t/monitor.sock"
+  qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
+    -kernel "$t/vmlinuz" -initrd "$t/initrd" -append "$cmdline" \
+    -drive "file=$disk,format=raw,if=none,id=card" -device virtio-blk-pci,drive=card \
+    -netdev "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:nc 127.0.0.1 $port" \
+    -device virtio-net-pci,netdev=net0 -device i6300esb -action watchdog=debug \
+    -monitor "unix:$t/monitor.sock,server,nowait" -serial "file:$console" </dev/null >>"$t/qemu.log" 2>&1 &
+  qemu_pid=$!
+}
 
 alive() { kill -0 "$qemu_pid" 2>/dev/null || fail "qemu exited: $(cat "$t/qemu.log")"; }
-deadline=$((started + boot_timeout))
-# A node that cannot register shows it on the console long before the timeout: fail at once.
-until worker_registered "$id" >/dev/null 2>&1; do
-  alive
-  if grep -saqE 'pifleet-agent\.service: Main process exited, code=exited, status=2|(Failed to start|Dependency failed for) pifleet-config\.service' "$t/console.log"; then
-    fail "the agent rejected its configuration or pifleet-config failed (console below)"
-  fi
-  (($(date +%s) < deadline)) || fail "the node did not register within $boot_timeout s"
-  sleep 2
-done
+
+# wait_registered WHAT: until the node is registered and has heartbeated since $1 (unix s);
+# fails at once when the console shows the agent refused (bad config, or the orchestrator
+# turning its token away).
+wait_registered() {
+  local since=$1 deadline=$(($(date +%s) + boot_timeout))
+  until api GET /api/workers/list 2>/dev/null | jq -e --arg id "$id" --argjson since "$since" \
+    '.workers[] | select(.worker_id == $id and .status != "dead" and (.last_heartbeat // 0) > $since)' >/dev/null; do
+    alive
+    if grep -saqE 'pifleet-agent\.service: Main process exited, code=exited, status=2|(Failed to start|Dependency failed for) pifleet-config\.service' "$console"; then
+      fail "the agent rejected its configuration or pifleet-config failed (console below)"
+    fi
+    if grep -saqE 'registration: orchestrator answered 40[13]' "$console"; then
+      fail "the orchestrator refused the node's registration (console below)"
+    fi
+    (($(date +%s) < deadline)) || fail "the node did not register within $boot_timeout s"
+    sleep 2
+  done
+}
+
+run_task() {
+  local task
+  task=$(submit_crossover) || fail "submit failed"
+  wait_until 120 "task $task to complete" task_completed "$task" || fail "task $task did not complete: $(api GET "/api/tasks/status/$task")"
+  api GET "/api/tasks/status/$task" | jq -e --arg id "$id" '.assigned_to == $id' >/dev/null ||
+    fail "task $task was not run by $id: $(api GET "/api/tasks/status/$task")"
+  echo "test-image: task completed: $(api GET "/api/tasks/status/$task" | jq -c '{assigned_to, result: (.result.genome // .result)}')"
+}
+
+started=$(date +%s)
+power_on
+wait_registered 0
 registered=$(($(date +%s) - started))
 echo "test-image: boot to registered: $registered s"
 
 wait_until 60 "a heartbeat with real metrics" worker_has_metrics "$id" || fail "no heartbeat metrics"
 echo "test-image: metrics: $(node_metrics "$id" || true)"
-task=$(submit_crossover) || fail "submit failed"
-wait_until 120 "task $task to complete" task_completed "$task" || fail "task $task did not complete: $(api GET "/api/tasks/status/$task")"
-echo "test-image: task completed: $(api GET "/api/tasks/status/$task" | jq -c '{assigned_to, result: (.result.genome // .result)}')"
+run_task
+grep -q 'node credential issued' "$ORCH_LOG" || fail "the node did not ask for a credential of its own"
+
+# The join token changes (what the README says to do against a copied card): from here on
+# the node can only get in with the credential it keeps on the card.
+stop_pid "$ORCH_PID" || fail "the orchestrator did not stop cleanly"
+ORCH_PID=""
+PIFLEET_WORKER_TOKEN=rotated-join-token-0123456789abcdef start_orchestrator "$orchestrator" "$t" "$port" ||
+  fail "the orchestrator did not start again on port $port"
+rotated=$(date +%s)
+wait_registered "$rotated"
+echo "test-image: join token changed; the running node goes on with its credential"
+
+# A user's reboot: the power button (qemu's virt board wires it to a gpio-keys input that
+# systemd-logind acts on), an orderly shutdown, then power on again from the same card.
+t0=$(date +%s)
+printf 'system_powerdown\n' | nc -U -N "$t/monitor.sock" >/dev/null 2>&1 || fail "cannot press the power button (qemu monitor)"
+until ! kill -0 "$qemu_pid" 2>/dev/null; do
+  (($(date +%s) < t0 + 180)) || fail "the emulated Pi did not power off within 180 s of the power button"
+  sleep 1
+done
+wait "$qemu_pid" 2>/dev/null || true
+qemu_pid=""
+grep -saq 'reboot: Power down' "$console" || fail "the emulated Pi stopped without an orderly power-off"
+off=$(date +%s)
+echo "test-image: powered off in $((off - t0)) s"
+
+power_on
+wait_registered "$off"
+rebooted=$(($(date +%s) - off))
+grep -saq "using this node's own credential" "$console" ||
+  fail "after the reboot the agent did not use its stored credential"
+[ "$(grep -c 'node credential issued' "$ORCH_LOG")" -eq 1 ] || fail "the node was issued a second credential"
+echo "test-image: reboot to registered with the stored credential: $rebooted s"
+run_task
 
 # What the console says about the first boot (informational, not asserted).
-grep -aE 'pifleet-config: (growing|wrote|hostname)|hardware watchdog|Watchdog' "$t/console.log" | sed 's/^/test-image: console: /' | head -8 || true
+grep -aE 'pifleet-config: (growing|wrote|hostname)|hardware watchdog|Watchdog' "$t/console-1.log" | sed 's/^/test-image: console: /' | head -8 || true
 grep -ai watchdog "$t/qemu.log" | sed 's/^/test-image: qemu: /' | head -3 || true
-echo "image-boot: 1 passed, 0 failed (boot to registered ${registered} s)"
+echo "image-boot: 1 passed, 0 failed (boot to registered ${registered} s, reboot to registered ${rebooted} s, whole test $(($(date +%s) - started)) s)"

@@ -10,13 +10,14 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_orchestrator BINARY DIR: serves on 127.0.0.1:<free port>, store in DIR.
+# start_orchestrator BINARY DIR [PORT]: serves on 127.0.0.1:PORT (default: a free port), store
+# in DIR. Started again on the same DIR it keeps its database and appends to its log.
 start_orchestrator() {
-  local bin=$1 dir=$2 port i
-  port=$(free_port)
+  local bin=$1 dir=$2 port=${3:-} i
+  [ -n "$port" ] || port=$(free_port)
   ORCH_URL="http://127.0.0.1:$port"
   ORCH_LOG="$dir/orchestrator.log"
-  RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen "127.0.0.1:$port" --db "$dir/pifleet.db" >"$ORCH_LOG" 2>&1 &
+  RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen "127.0.0.1:$port" --db "$dir/pifleet.db" >>"$ORCH_LOG" 2>&1 &
   ORCH_PID=$!
   for i in $(seq 1 100); do
     curl -fsS "$ORCH_URL/health" >/dev/null 2>&1 && return 0
