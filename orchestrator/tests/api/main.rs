@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use pifleet_orchestrator::fleet::NewTask;
 use pifleet_protocol::TaskState;
 use serde_json::{json, Value};
-use util::{GatedStore, Harness};
+use util::{get_json, GatedStore, Harness};
 
 fn mib(n: u64) -> u64 {
     n * 1024 * 1024

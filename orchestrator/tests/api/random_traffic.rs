@@ -62,19 +62,7 @@ async fn random_traffic_keeps_the_books_straight() {
             12 if polls.len() < 6 => {
                 let app = h.app.clone();
                 let path = format!("/api/workers/{w}/tasks?wait=0.0{}", 1 + next(5));
-                let handle = tokio::spawn(async move {
-                    let req = axum::http::Request::builder()
-                        .uri(path)
-                        .body(axum::body::Body::empty())
-                        .unwrap();
-                    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-                    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-                        .await
-                        .unwrap()
-                        .to_bytes();
-                    let v: Value = serde_json::from_slice(&bytes).unwrap();
-                    v["task"].clone()
-                });
+                let handle = tokio::spawn(async move { get_json(app, path).await["task"].clone() });
                 polls.push((w.to_string(), handle));
                 tokio::task::yield_now().await;
             }

@@ -177,18 +177,7 @@ async fn a_status_request_can_wait_for_the_result() {
     let id = h.submit(json!({"type": "t"})).await;
     let app = h.app.clone();
     let path = format!("/api/tasks/status/{id}?wait=600");
-    let waiter = tokio::spawn(async move {
-        let req = axum::http::Request::builder()
-            .uri(path)
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-        let bytes = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        serde_json::from_slice::<Value>(&bytes).unwrap()
-    });
+    let waiter = tokio::spawn(get_json(app, path));
     for _ in 0..500 {
         if h.fleet.is_watched(&id) {
             break;

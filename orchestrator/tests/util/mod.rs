@@ -210,16 +210,7 @@ impl Harness {
     pub async fn wait_poll(&self, id: &str, secs: f64) -> tokio::task::JoinHandle<Value> {
         let app = self.app.clone();
         let path = format!("/api/workers/{id}/tasks?wait={secs}");
-        let handle = tokio::spawn(async move {
-            let req = Request::builder()
-                .uri(path)
-                .body(Body::empty())
-                .expect("request");
-            let resp = app.oneshot(req).await.expect("router");
-            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-            let v: Value = serde_json::from_slice(&bytes).expect("json");
-            v["task"].clone()
-        });
+        let handle = tokio::spawn(async move { get_json(app, path).await["task"].clone() });
         for _ in 0..500 {
             if self.fleet.is_waiting(id) {
                 return handle;
@@ -248,6 +239,18 @@ impl Harness {
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection.
+/// `GET path` on the router, its JSON body: for requests spawned to run beside the test
+/// (long polls, status waits), which cannot borrow the harness.
+pub async fn get_json(app: Router, path: String) -> Value {
+    let req = Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.oneshot(req).await.expect("router");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&bytes).expect("json")
+}
+
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     use hyper_util::rt::TokioIo;
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
