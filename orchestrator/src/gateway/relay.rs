@@ -118,7 +118,7 @@ pub async fn wait_whole(gw: &Gateway, job: &Job) -> Result<Value, GatewayError> 
     let deadline = Instant::now() + gw.cfg.queue_timeout;
     let mut assigned = false;
     let Some(mut settled) = gw.fleet.watch_settled(&running.id) else {
-        return finish_whole(gw, job, &mut running);
+        return finish_whole(gw, job, &mut running).await;
     };
     loop {
         tokio::select! {
@@ -135,14 +135,19 @@ pub async fn wait_whole(gw: &Gateway, job: &Job) -> Result<Value, GatewayError> 
             }
         }
     }
-    finish_whole(gw, job, &mut running)
+    finish_whole(gw, job, &mut running).await
 }
 
-fn finish_whole(gw: &Gateway, job: &Job, running: &mut Running) -> Result<Value, GatewayError> {
+async fn finish_whole(
+    gw: &Gateway,
+    job: &Job,
+    running: &mut Running,
+) -> Result<Value, GatewayError> {
     running.settled();
     let st = gw
         .fleet
-        .status(&running.id)
+        .status_async(&running.id)
+        .await
         .map_err(|e| GatewayError::upstream(job.api, e.to_string()))?
         .ok_or_else(|| GatewayError::upstream(job.api, "the task vanished"))?;
     if st.status != TaskState::Completed {
