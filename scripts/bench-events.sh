@@ -24,7 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source scripts/lib/free_port.sh
+port=$(free_port)
 # The cap is raised to the benchmark's stream count in case it exceeds the default.
 PIFLEET_LOG=warn PIFLEET_MAX_EVENT_STREAMS=$((streams > 512 ? streams : 512)) \
   "$bin/pifleet-orchestrator" serve --listen "127.0.0.1:$port" --db ":memory:" \

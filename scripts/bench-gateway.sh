@@ -25,11 +25,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-dport=$(port)
+source scripts/lib/free_port.sh
+dport=$(free_port)
 "$bin/pifleet-fake-ollama" --listen "127.0.0.1:$dport" --tokens "$tokens" >"$work/double.log" 2>&1 &
 pids+=($!)
-oport=$(port)
+oport=$(free_port)
 PIFLEET_LOG=warn "$bin/pifleet-orchestrator" serve --listen "127.0.0.1:$oport" --db ":memory:" \
   >"$work/orch.log" 2>&1 &
 orch_pid=$!

@@ -6,9 +6,7 @@ PIFLEET_WORKER_TOKEN=${PIFLEET_WORKER_TOKEN:-ship-test-worker-token-0123456789}
 PIFLEET_CLIENT_TOKEN=${PIFLEET_CLIENT_TOKEN:-ship-test-client-token-0123456789}
 export PIFLEET_WORKER_TOKEN PIFLEET_CLIENT_TOKEN
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/free_port.sh"
 
 # start_orchestrator BINARY DIR [PORT]: serves on 127.0.0.1:PORT (default: a free port), store
 # in DIR. Started again on the same DIR it keeps its database and appends to its log.
