@@ -229,6 +229,12 @@ async fn impossible_load_cpu_and_memory_are_refused_naming_the_field() {
             json!({"memory_total_bytes": 1000, "memory_available_bytes": 2000}),
             "metrics.memory_available_bytes:",
         ),
+        // Each heartbeat's model list is kept in the node's history: 10,000 names would
+        // be half a megabyte per sample.
+        (
+            json!({"models_present": (0..10_000).map(|i| format!("m{i}:latest")).collect::<Vec<_>>()}),
+            "metrics.models_present",
+        ),
     ];
     for (metrics, field) in cases {
         let (s, v) = heartbeat(&h, metrics.clone()).await;

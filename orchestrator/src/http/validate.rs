@@ -80,6 +80,24 @@ pub fn check_capabilities_size(caps: &Value) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The model lists of one heartbeat, held in each of the node's history samples: the same
+/// bound as a node's declared capabilities.
+fn check_model_lists(m: &NodeMetrics) -> Result<(), AppError> {
+    let present: usize = m.models_present.iter().flatten().map(|n| n.len() + 3).sum();
+    let loaded = m
+        .models_loaded
+        .as_ref()
+        .map_or(0, |l| serde_json::to_string(l).map_or(0, |s| s.len()));
+    let size = present + loaded;
+    if size > MAX_CAPABILITIES_BYTES {
+        return Err(AppError::Invalid(format!(
+            "metrics.models_present and metrics.models_loaded: {size} bytes together, more \
+             than the {MAX_CAPABILITIES_BYTES} a node may report"
+        )));
+    }
+    Ok(())
+}
+
 fn in_range(field: &str, v: f32, lo: f32, hi: f32) -> Result<(), AppError> {
     if !v.is_finite() {
         return Err(AppError::Invalid(format!(
@@ -107,6 +125,7 @@ pub fn check_metrics(m: &NodeMetrics) -> Result<(), AppError> {
             in_range(&format!("metrics.load_avg[{i}]"), *l, 0.0, 100_000.0)?;
         }
     }
+    check_model_lists(m)?;
     if let (Some(avail), Some(total)) = (m.memory_available_bytes, m.memory_total_bytes) {
         if avail > total {
             return Err(AppError::Invalid(format!(
@@ -164,6 +183,23 @@ mod tests {
             json!({"temperature_c": 51.5, "cpu_percent": 12, "load_avg": [0.5, 0.4, 0.3]}),
         )
         .unwrap();
+        check_metrics(&m).unwrap();
+    }
+
+    #[test]
+    fn a_heartbeat_cannot_report_more_models_than_a_node_may_declare() {
+        let names: Vec<String> = (0..4_000).map(|i| format!("model-{i:05}:latest")).collect();
+        let m: NodeMetrics = serde_json::from_value(json!({ "models_present": names })).unwrap();
+        let e = check_metrics(&m).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.to_string().starts_with("metrics.models_present"), "{e}");
+        let loaded: Vec<_> = (0..2_000)
+            .map(|i| json!({"name": format!("model-{i:05}:latest"), "size_bytes": 1u64 << 30}))
+            .collect();
+        let m: NodeMetrics = serde_json::from_value(json!({ "models_loaded": loaded })).unwrap();
+        assert!(check_metrics(&m).is_err());
+        let few: Vec<String> = (0..300).map(|i| format!("model-{i:05}:latest")).collect();
+        let m: NodeMetrics = serde_json::from_value(json!({ "models_present": few })).unwrap();
         check_metrics(&m).unwrap();
     }
 
