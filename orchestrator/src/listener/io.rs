@@ -126,10 +126,32 @@ impl AsyncWrite for JsonRejections {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
-    // Not vectored: hyper then hands over a whole head in one buffer, which is what
-    // automatic_rejection() needs to see.
+    // Vectored, so hyper queues a response body's chunks as they are (a status-page frame
+    // shared by hundreds of streams stays one allocation) instead of copying each into a
+    // per-connection buffer. Its own rejections have an empty body: the head arrives as
+    // the one non-empty slice, which is what automatic_rejection() needs to see.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        if this.state.active.load(Ordering::Acquire) == 0 {
+            let mut parts = bufs.iter().filter(|b| !b.is_empty());
+            if let (Some(head), None) = (parts.next(), parts.next()) {
+                if let Some(code) = automatic_rejection(head) {
+                    this.pending = rewrite(code);
+                    let _ = this.drain(cx)?;
+                    return Poll::Ready(Ok(head.len()));
+                }
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
-        false
+        true
     }
 }
 
