@@ -97,6 +97,8 @@ install_s=$(($(date +%s) - t))
 log "ok: apt install $pkg with no systemd running ($install_s s)"
 check "the binary runs and says its version" bash -c "chroot '$root' pifleet-agent --version | grep -qF '$version'"
 check "/usr/bin/pifleet-agent root 0755" stat_is /usr/bin/pifleet-agent "root:root 755"
+check "man pifleet-agent: the manual page, compressed" \
+  bash -c "zcat '$root/usr/share/man/man1/pifleet-agent.1.gz' | grep -q '^pifleet-agent \\\\- '"
 check "the unit in /usr/lib/systemd/system, ExecStart=/usr/bin/pifleet-agent" \
   grep -q '^ExecStart=/usr/bin/pifleet-agent ' "$root/usr/lib/systemd/system/pifleet-agent.service"
 check "the unit is enabled (systemctl --root)" \
