@@ -128,7 +128,7 @@ impl Config {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     raw = basic_toml::from_str(&text).map_err(|e| {
-                        let e = e.to_string();
+                        let e = with_key_line(e.to_string(), &text);
                         let fix = if e.contains("unknown field") {
                             "remove or rename that key (agent.toml.example lists them all)"
                         } else {
@@ -177,6 +177,27 @@ impl Config {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_STATE_DIR.to_string());
         raw.validate(&origins, args.daemon, state_dir_default, config_path)
+    }
+}
+
+/// basic-toml places an unknown key at the start of its table ("line 1 column 1"); the
+/// line that writes the key is what the user has to find.
+fn with_key_line(message: String, text: &str) -> String {
+    let Some(key) = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key)
+    else {
+        return message;
+    };
+    let written = text.lines().position(|l| {
+        l.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match (written, message.rfind(" at line ")) {
+        (Some(i), Some(at)) => format!("{} at line {}", &message[..at], i + 1),
+        _ => message,
     }
 }
 
@@ -239,6 +260,14 @@ mod tests {
         assert!(err.contains("agent.toml"), "{err}");
         assert!(err.contains("orchestrator"), "{err}");
         assert!(err.contains("fix:"), "{err}");
+        let err = load(
+            Some("slots = 1\n\n  orchestrator = \"http://x\"\n"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at line 3;"), "{err}");
     }
 
     #[test]
