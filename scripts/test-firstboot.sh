@@ -51,6 +51,17 @@ check "Wi-Fi config is private" test "$(stat -c %a "$wpa")" = 600
 check "wpa_supplicant@wlan0 is wanted by the wlan0 device" \
   test -L "$t/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service"
 
+# A misspelt passphrase key: the error names the line and the key, and the card does not
+# join an open network of that name (the Wi-Fi stays as it was).
+printf '%s\n' 'orchestrator_url = "http://192.168.1.10:5000"' '[wifi]' 'ssid = "Cafe"' \
+  'password = "hunter22"' >"$t/pifleet.toml"
+check "applies a pifleet.toml with a wrong Wi-Fi key" run
+check "the error names the line and the key" \
+  grep -q 'pifleet.toml line 4: \[wifi\] has no key "password" (the keys are ssid, psk, country)' "$t/out"
+check "the Wi-Fi stays as it was, not an open network" \
+  bash -c "grep -qx '  ssid=\"Home Net\"' '$wpa' && ! grep -q 'key_mgmt=NONE' '$wpa'"
+check "the agent's part still applies" grep -qx 'orchestrator_url = "http://192.168.1.10:5000"' "$agent"
+
 # The user removes Wi-Fi and the name; edits apply at the next boot.
 printf 'orchestrator_url = "http://10.1.1.1:5000"\n' >"$t/pifleet.toml"
 check "applies an edited pifleet.toml" run
