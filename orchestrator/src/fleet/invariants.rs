@@ -48,6 +48,20 @@ fn check_counts(inner: &Inner) -> Result<(), String> {
 }
 
 fn check_queue(inner: &Inner) -> Result<(), String> {
+    let q = &inner.queue;
+    let heads_match = q.heads.len() == q.lanes.len()
+        && q.lanes.iter().all(|(req, lane)| {
+            lane.first_key_value()
+                .and_then(|(k, _)| q.heads.get(k))
+                .is_some_and(|r| r == req)
+        });
+    if !heads_match {
+        return Err(format!(
+            "lane heads ({}) out of step with the lanes ({})",
+            q.heads.len(),
+            q.lanes.len()
+        ));
+    }
     let mut queued = HashSet::new();
     for lane in inner.queue.lanes.values() {
         for id in lane.values() {
