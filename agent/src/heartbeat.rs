@@ -88,16 +88,28 @@ pub fn heartbeat_loop(s: Arc<Node>, beat: Arc<Beat>, mut probe: SysProbe) {
             }
             Err(e) => orch.fail("heartbeat", &e),
         }
-        // A request waiting for Ollama's first token learns of its client's hang-up only
-        // from a heartbeat answer: beat faster meanwhile.
-        let wait = if s.aborts.any_waiting() {
-            interval.min(WAITING_BEAT)
-        } else {
-            interval
-        };
-        if s.stop.wait(jitter(wait)) {
+        if sleep_until_next_beat(&s, jitter(interval)) {
             break;
         }
     }
     beat.finish();
+}
+
+/// Sleeps `interval`, or only until a request has waited `WAITING_BEAT` for Ollama's
+/// first token: such a request learns of its client's hang-up only from a heartbeat
+/// answer, so it must not wait out a whole interval for the next one. True on stop.
+fn sleep_until_next_beat(s: &Node, interval: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let left = interval.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        if s.stop.wait(left.min(WAITING_BEAT)) {
+            return true;
+        }
+        if s.aborts.any_waiting() {
+            return false;
+        }
+    }
 }

@@ -32,10 +32,15 @@ fn client() -> ureq::Agent {
 
 /// An orchestrator, one agent on the double, the agent offering gateway work.
 fn fleet(name: &str) -> (tempfile::TempDir, Orch, FakeOllama, Proc) {
+    fleet_with(name, &[])
+}
+
+/// [`fleet`], with `env` set for both the orchestrator and the agent.
+fn fleet_with(name: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Orch, FakeOllama, Proc) {
     let dir = tempdir(name);
     let fake = FakeOllama::start(vec![FakeModel::small(MODEL)]).unwrap();
-    let orch = Orch::start_in(dir.path(), &[]);
-    let agent = start_agent(dir.path(), "pi-gw", &orch.base, &fake.url(), &[]);
+    let orch = Orch::start_in(dir.path(), env);
+    let agent = start_agent(dir.path(), "pi-gw", &orch.base, &fake.url(), env);
     wait_for("the agent offering ollama_api", LIMIT, || {
         let w = worker(&orch.base, "pi-gw")?;
         w["capabilities"]["task_types"]
@@ -166,7 +171,16 @@ fn node_takes_the_next_task(orch: &Orch) {
 
 #[test]
 fn a_client_that_hangs_up_while_the_model_loads_cancels_the_task_and_frees_the_node() {
-    let (_dir, orch, fake, _agent) = fleet("gw-hangup-loading");
+    // Heartbeats four times LIMIT apart: the node hears of the hang-up within LIMIT only
+    // because a request waiting for its first token makes it beat sooner.
+    let slow_beats = [("PIFLEET_HEARTBEAT_INTERVAL_S", "120")];
+    let (_dir, orch, fake, _agent) = fleet_with("gw-hangup-loading", &slow_beats);
+    // The chat comes after the node's first heartbeat, so its next one is 120 s away.
+    wait_for("the node's first heartbeat", LIMIT, || {
+        let node = get(&orch.base, "/api/nodes/pi-gw").ok()?;
+        (!node["history"].as_array()?.is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
     // Longer than any wait below: only the hang-up can end this request in time.
     fake.delay_first_token(LIMIT * 10);
     let conn = send_chat_raw(&orch);
