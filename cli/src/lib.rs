@@ -335,6 +335,9 @@ fn wait_for(
         if let (Some(a), true) = (status.attempts, status.attempts.unwrap_or(0) > 1) {
             line.push_str(&format!(" (attempt {a})"));
         }
+        if let Some(place) = render::standing(&status) {
+            line.push_str(&format!(" ({place})"));
+        }
         if let Some(reason) = &status.pending_reason {
             line.push_str(&format!(": {reason}"));
         }

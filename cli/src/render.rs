@@ -1,11 +1,13 @@
 //! Pure text rendering of the orchestrator's views: no I/O, the clock and colour choice
 //! are arguments, so every table is testable byte for byte.
 
+mod task;
+
 pub use pifleet_protocol::human::{ago, bytes};
 use pifleet_protocol::{
-    Heat, MetricSample, NodeDetail, NodeView, NodesResponse, TaskStatusResponse, Thresholds,
-    WorkerState,
+    Heat, MetricSample, NodeDetail, NodeView, NodesResponse, Thresholds, WorkerState,
 };
+pub use task::{standing, task_status};
 
 /// ANSI styles, applied only when the caller says colours are wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,49 +446,6 @@ pub fn node_detail(detail: &NodeDetail, now: f64, color: bool) -> String {
     out.push('\n');
     for (k, v) in lines {
         out.push_str(&format!("  {k:<width$}  {v}\n"));
-    }
-    out
-}
-
-/// `pifleet task ID`.
-pub fn task_status(t: &TaskStatusResponse, now: f64) -> String {
-    let mut out = format!("task {}\n", t.task_id);
-    let mut kv = |k: &str, v: String| out.push_str(&format!("  {k:<10}  {v}\n"));
-    kv("status", t.status.as_str().into());
-    if let Some(ty) = &t.task_type {
-        kv("type", ty.clone());
-    }
-    if let Some(p) = t.priority {
-        kv("priority", p.to_string());
-    }
-    if let Some(w) = &t.assigned_to {
-        kv("node", w.clone());
-    }
-    match (t.attempts, t.max_attempts) {
-        (Some(a), Some(m)) => kv("attempts", format!("{a} of {m}")),
-        (Some(a), None) => kv("attempts", a.to_string()),
-        _ => {}
-    }
-    if let Some(r) = &t.pending_reason {
-        kv("waiting", r.clone());
-    }
-    if let Some(e) = &t.error {
-        kv("error", e.clone());
-    }
-    if let Some(c) = t.created_at {
-        kv("created", ago(c, now));
-    }
-    if let Some(u) = t.updated_at {
-        kv("updated", ago(u, now));
-    }
-    if let Some(r) = &t.result {
-        let pretty = serde_json::to_string_pretty(r).unwrap_or_default();
-        out.push_str("  result\n");
-        for line in pretty.lines() {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
     }
     out
 }

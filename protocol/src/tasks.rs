@@ -145,6 +145,10 @@ pub struct ResultResponse {
     pub status: String,
 }
 
+/// Tasks ahead of a pending one are counted up to this many, so a status stays cheap in
+/// a queue of 200,000.
+pub const QUEUE_POSITION_COUNTED: u64 = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskStatusResponse {
     pub task_id: String,
@@ -173,6 +177,15 @@ pub struct TaskStatusResponse {
     /// When the task fails as expired if no node has taken it (a submit's `expires_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<f64>,
+    /// A pending task's place in the offer order (`GET /api/tasks/queue`): 1 is next.
+    /// Counted up to [`QUEUE_POSITION_COUNTED`]; one more means further back. Absent in
+    /// retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
+    /// Seconds until a node is expected to start this pending LLM task, from the measured
+    /// speeds and the ends of the work ahead of it. Absent when the fleet cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

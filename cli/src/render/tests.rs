@@ -201,3 +201,26 @@ fn detail_shows_history_and_drain() {
     );
     assert!(text.contains("  samples       2 over 10s\n"), "{text}");
 }
+
+#[test]
+fn a_pending_task_shows_its_place_and_expected_start() {
+    let mut t: pifleet_protocol::TaskStatusResponse = serde_json::from_value(serde_json::json!({
+        "task_id": "t-1", "status": "pending", "assigned_to": null, "result": null,
+        "pending_reason": "every node that can run it is busy",
+        "queue_position": 3, "expected_start_s": 95.4
+    }))
+    .unwrap();
+    let text = task_status(&t, 1000.0);
+    assert!(
+        text.contains("  in line     #3, starts in ~1m35s\n"),
+        "{text}"
+    );
+    t.expected_start_s = None;
+    t.queue_position = Some(pifleet_protocol::QUEUE_POSITION_COUNTED + 1);
+    assert_eq!(
+        standing(&t).as_deref(),
+        Some("behind more than 10000 tasks")
+    );
+    t.queue_position = None;
+    assert!(!task_status(&t, 1000.0).contains("in line"));
+}

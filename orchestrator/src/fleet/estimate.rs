@@ -71,6 +71,15 @@ pub(super) enum Pick {
 }
 
 impl Estimates {
+    /// Seconds a typical job of `model` takes on `node`: a 200-token prompt and the
+    /// model's mean output (200 tokens until results say otherwise), at the node's
+    /// measured speeds or the best fallback for it.
+    pub fn typical_run_s(&self, node: &str, model: &str) -> f64 {
+        let f = self.book.figures(node, None, model);
+        let output = self.book.mean_output(model).unwrap_or(200.0);
+        200.0 / f.prompt_tps + output / f.gen_tps
+    }
+
     /// Canonical model -> the nodes measured fastest for it.
     pub fn fastest(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.fastest.iter().map(|(m, n)| (m.as_str(), n.as_slice()))

@@ -21,6 +21,7 @@
 //! | `bodies.rs` | settled tasks' bodies on disk only, read back for their status |
 //! | `housekeeping.rs`, `recover.rs` | the periodic tick and pruning; the start from the store |
 //! | `views.rs`, `invariants.rs` | read models for the API and the page; the test checker |
+//! | `standing.rs` | a pending task's place in the queue and its expected start |
 //!
 //! One `std::sync::Mutex` guards the state; nothing awaits while holding it, and every
 //! change queues its mutations to the store before the lock is released, so the store
@@ -49,6 +50,7 @@ mod reclaim;
 mod recover;
 pub mod speed;
 pub mod staging;
+mod standing;
 pub mod stream;
 mod tally;
 mod task;

@@ -158,8 +158,14 @@ impl Fleet {
         let now = self.now();
         let inner = self.lock();
         let task = inner.tasks.get(task_id)?;
-        let pending_reason = (task.state == TaskState::Pending)
-            .then(|| inner.pending_reason(task, &self.shared.limits, now));
+        let l = &self.shared.limits;
+        let pending = task.state == TaskState::Pending;
+        let pending_reason = pending.then(|| inner.pending_reason(task, l, now));
+        let standing = pending.then(|| inner.standing(task, l)).flatten();
+        let expected_start_s = standing
+            .as_ref()
+            .and_then(|s| inner.expected_start_s(task, s, l, now))
+            .map(|s| (s * 10.0).round() / 10.0);
         let status = TaskStatusResponse {
             task_id: task.id.to_string(),
             status: task.state,
@@ -174,6 +180,8 @@ impl Fleet {
             created_at: Some(task.created_at),
             updated_at: Some(task.updated_at),
             expires_at: task.expires_at,
+            queue_position: standing.map(|s| s.position),
+            expected_start_s,
         };
         Some((status, task.summary.is_some()))
     }

@@ -201,3 +201,39 @@ async fn slots_bound_concurrent_tasks() {
     assert!(!h.poll("two").await.is_null());
     assert!(h.poll("two").await.is_null());
 }
+
+#[tokio::test]
+async fn a_pending_task_says_its_place_in_line_and_an_expected_start_only_when_known() {
+    let h = Harness::new();
+    h.register(
+        "pi",
+        json!({"models": ["llama3.2:1b"], "task_types": ["agent_action"]}),
+    )
+    .await;
+    let chat = |priority: u64| {
+        json!({"type": "agent_action", "priority": priority,
+               "data": {"model": "llama3.2:1b", "prompt": "hi"}})
+    };
+    let first = h.submit(chat(5)).await;
+    let second = h.submit(chat(5)).await;
+    let urgent = h.submit(chat(9)).await;
+    let place = |st: &Value| st["queue_position"].as_u64();
+    assert_eq!(
+        place(&h.status(&urgent).await),
+        Some(1),
+        "priority 9 goes first"
+    );
+    assert_eq!(place(&h.status(&first).await), Some(2));
+    assert_eq!(place(&h.status(&second).await), Some(3));
+    // A model no node has: a place, but no start anybody can promise.
+    let nowhere = h
+        .submit(json!({"type": "agent_action", "data": {"model": "qwen:72b"}}))
+        .await;
+    let st = h.status(&nowhere).await;
+    assert_eq!(place(&st), Some(4), "{st}");
+    assert!(st.get("expected_start_s").is_none(), "{st}");
+    // Once the node takes the first, the others move up; an assigned task has no place.
+    assert_eq!(h.poll("pi").await["task_id"], urgent);
+    assert_eq!(place(&h.status(&first).await), Some(1));
+    assert!(h.status(&urgent).await.get("queue_position").is_none());
+}

@@ -278,8 +278,7 @@ impl Inner {
                     .map(|n| est.busy_until.get(&n.id).map(|u| u - now))
                     .collect();
                 let f = est.book.figures(&holders[0].id, None, model);
-                let job = est.book.mean_output(model).unwrap_or(200.0);
-                let run_s = 200.0 / f.prompt_tps + job / f.gen_tps;
+                let run_s = est.typical_run_s(&holders[0].id, model);
                 let pull = pull_s(size, s.pull_bytes_per_s, f.load_s);
                 wait_s(&free, *queued, run_s).is_some_and(|w| w > pull)
             };
