@@ -51,6 +51,8 @@ pub(super) struct Node {
     pub wait_models: Vec<String>,
     /// Model staging orders given to the node, by canonical model.
     pub staging: BTreeMap<String, Order>,
+    /// Bytes a second this node's pulls downloaded at, learned from its progress reports.
+    pub pull_rate: Option<f64>,
     /// What it was counted as able to run in the wait index (`None`: nothing now).
     pub wait_reach: Option<Reach>,
 }
@@ -78,6 +80,7 @@ impl Node {
             wait_entry: None,
             wait_models: Vec::new(),
             staging: BTreeMap::new(),
+            pull_rate: None,
             wait_reach: None,
         }
     }

@@ -10,6 +10,8 @@
 
 use std::cmp::Ordering;
 
+use pifleet_protocol::StageProgress;
+
 use super::limits::Thermal;
 use super::placement::{NodeFacts, Requirements};
 
@@ -173,6 +175,47 @@ fn best<'a>(
         .filter(|c| may(c))
         .min_by(better)
         .map(|c| c.id)
+}
+
+/// Reports closer together than this give no download rate (a heartbeat carrying two
+/// reports, a node's clock step).
+const RATE_MIN_GAP_S: f64 = 1.0;
+
+/// The download rate between two progress reports of one pull, in bytes a second: only
+/// within one layer (Ollama counts each layer's bytes from zero under its own status line).
+pub fn pull_rate_sample(
+    before: &StageProgress,
+    before_at: f64,
+    after: &StageProgress,
+    after_at: f64,
+) -> Option<f64> {
+    let gap = after_at - before_at;
+    if before.status.is_none() || before.status != after.status || gap < RATE_MIN_GAP_S {
+        return None;
+    }
+    let grew = after
+        .completed_bytes?
+        .checked_sub(before.completed_bytes?)?;
+    (grew > 0).then(|| grew as f64 / gap)
+}
+
+/// A node's learned rate with one more sample: the recent pulls count most (a link's
+/// speed changes with the time of day and who else is on it).
+pub fn blend_rate(learned: Option<f64>, sample: f64) -> f64 {
+    match learned {
+        Some(r) => 0.5 * r + 0.5 * sample,
+        None => sample,
+    }
+}
+
+/// The rate a pull is estimated at: the median of what the fleet's nodes measured, or
+/// the configured `staging_pull_bytes_per_s` until a pull was measured.
+pub fn fleet_pull_rate(mut learned: Vec<f64>, configured: f64) -> f64 {
+    if learned.is_empty() {
+        return configured;
+    }
+    learned.sort_by(f64::total_cmp);
+    learned[learned.len() / 2]
 }
 
 /// Seconds a pull of `size` bytes is expected to take until the model can answer: the

@@ -197,3 +197,65 @@ async fn a_growing_queue_preloads_the_model_on_a_second_node_that_has_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_link_measured_slow_stops_pulls_that_a_fast_configured_one_would_order() {
+    // Configured fast (a 400 MB pull in 40 s would beat the queue behind "has"), but the
+    // spare node's first pull, of a model nobody has, shows its link does 1 kB/s.
+    let clock = ManualClock::default();
+    let f = fleet(staging(StagingMode::Pull, 10_000_000.0), &clock);
+    register(&f, "spare", false).await;
+    beat(&f, "spare", false, vec![]);
+    let (other, commit) = f.submit(NewTask {
+        task_type: "agent_action".into(),
+        data: json!({"model": "other:1b", "prompt": "hello"}),
+        priority: 5,
+        timeout_s: None,
+        max_attempts: None,
+        expires_s: None,
+    });
+    committed(commit).await.expect("submit committed");
+    f.tick();
+    let orders = beat(&f, "spare", false, vec![]);
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    let report = |done: u64, state: StageState| StageProgress {
+        status: Some("pulling 74701a8c35f6".into()),
+        completed_bytes: Some(done),
+        total_bytes: Some(400_000_000),
+        ..StageProgress::new(orders[0].id, StageAction::Pull, "other:1b".into(), state)
+    };
+    beat(&f, "spare", false, vec![report(0, StageState::Running)]);
+    clock.advance(100.0);
+    beat(
+        &f,
+        "spare",
+        false,
+        vec![report(100_000, StageState::Running)],
+    );
+    assert_eq!(f.lock().nodes["spare"].pull_rate, Some(1_000.0));
+    // That pull ends and its task is withdrawn: the spare node is free to pull again.
+    beat(
+        &f,
+        "spare",
+        false,
+        vec![report(400_000_000, StageState::Done)],
+    );
+    f.cancel(&other, "not needed any more");
+
+    // Now the same queue behind a busy "has" as in the fast case above: no pull.
+    register(&f, "has", true).await;
+    beat(&f, "has", true, vec![]);
+    let mut ticket = f.poll_start("has").expect("poll");
+    submit(&f).await;
+    assert!(ticket.wait(0.0).await.expect("poll answer").is_some());
+    ticket.finish();
+    for _ in 0..3 {
+        submit(&f).await;
+    }
+    f.tick();
+    let asked = beat(&f, "spare", false, vec![]);
+    assert!(
+        asked.iter().all(|o| o.model != MODEL),
+        "a pull at 1 kB/s would take days: {asked:?}"
+    );
+}

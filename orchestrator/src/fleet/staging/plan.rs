@@ -11,7 +11,10 @@ use super::super::limits::{Limits, StagingMode};
 use super::super::node::Node;
 use super::super::placement::{canonical_model, Requirements};
 use super::super::Inner;
-use super::{choose_preloader, choose_puller, pull_s, wait_s, Candidate};
+use super::{
+    blend_rate, choose_preloader, choose_puller, fleet_pull_rate, pull_rate_sample, pull_s, wait_s,
+    Candidate,
+};
 
 /// A queue that grew over this many planning passes in a row "keeps growing".
 const GROWTH_PASSES: u32 = 3;
@@ -90,6 +93,11 @@ impl Node {
             };
             if o.id != r.id || !o.active() {
                 continue;
+            }
+            if let Some(before) = &o.progress {
+                if let Some(rate) = pull_rate_sample(before, o.updated_at, &r, now) {
+                    self.pull_rate = Some(blend_rate(self.pull_rate, rate));
+                }
             }
             o.updated_at = now;
             match r.state {
@@ -246,6 +254,11 @@ impl Inner {
                 g.0 = *queued;
             }
         }
+        let learned = self.nodes.values().filter(|n| !n.dead);
+        let bytes_per_s = fleet_pull_rate(
+            learned.filter_map(|n| n.pull_rate).collect(),
+            s.pull_bytes_per_s,
+        );
         let mut models: Vec<&String> = demand.keys().collect();
         models.sort();
         let mut asks: Vec<(String, String, StageAction)> = Vec::new();
@@ -279,7 +292,7 @@ impl Inner {
                     .collect();
                 let f = est.book.figures(&holders[0].id, None, model);
                 let run_s = est.typical_run_s(&holders[0].id, model);
-                let pull = pull_s(size, s.pull_bytes_per_s, f.load_s);
+                let pull = pull_s(size, bytes_per_s, f.load_s);
                 wait_s(&free, *queued, run_s).is_some_and(|w| w > pull)
             };
             if pull {

@@ -191,3 +191,37 @@ fn waiting_beats_pulling_only_when_the_queue_outlasts_the_download() {
     assert_eq!(wait_s(&[Some(5.0), None], 10, 10.0), None);
     assert_eq!(wait_s(&[], 10, 10.0), None);
 }
+
+fn progress(status: &str, completed: u64) -> StageProgress {
+    StageProgress {
+        status: Some(status.into()),
+        completed_bytes: Some(completed),
+        total_bytes: Some(400_000_000),
+        ..StageProgress::new(
+            1,
+            pifleet_protocol::StageAction::Pull,
+            MODEL.into(),
+            pifleet_protocol::StageState::Running,
+        )
+    }
+}
+
+#[test]
+fn a_pull_rate_is_measured_within_one_layer_and_blended() {
+    let a = progress("pulling dde5aa3fc5ff", 1_000_000);
+    let b = progress("pulling dde5aa3fc5ff", 21_000_000);
+    assert_eq!(pull_rate_sample(&a, 100.0, &b, 110.0), Some(2_000_000.0));
+    // A new layer counts from zero; reports too close together say nothing.
+    let next_layer = progress("pulling 966de95ca8a6", 5_000);
+    assert_eq!(pull_rate_sample(&b, 110.0, &next_layer, 120.0), None);
+    assert_eq!(pull_rate_sample(&a, 100.0, &b, 100.5), None);
+    assert_eq!(pull_rate_sample(&b, 100.0, &a, 110.0), None, "went back");
+    assert_eq!(blend_rate(None, 2e6), 2e6);
+    assert_eq!(blend_rate(Some(1e6), 3e6), 2e6);
+    assert_eq!(fleet_pull_rate(vec![], 10e6), 10e6, "the configured rate");
+    assert_eq!(
+        fleet_pull_rate(vec![5e6, 1e6, 3e6], 10e6),
+        3e6,
+        "the median"
+    );
+}
