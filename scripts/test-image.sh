@@ -36,7 +36,9 @@ if ((${#need[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build -q -p pifleet-orchestrator
+# The same build as scripts/test.sh's (one feature set for the workspace), so after the
+# tests it is already there; `-p pifleet-orchestrator` alone would build other features.
+cargo build -q --workspace --bins
 orchestrator=target/debug/pifleet-orchestrator
 
 t=$(mktemp -d)
