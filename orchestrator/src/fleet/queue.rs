@@ -189,23 +189,12 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::limits::Limits;
-    use crate::fleet::task::NewTask;
     use serde_json::{json, Value};
 
     const AGING_S: f64 = 60.0;
 
     fn task(seq: u64, priority: u8, created_at: f64, data: Value) -> Task {
-        let new = NewTask {
-            task_type: "agent_action".into(),
-            data,
-            priority,
-            timeout_s: None,
-            max_attempts: None,
-            expires_s: None,
-        };
-        let id: TaskId = Arc::from(format!("t{seq}").as_str());
-        Task::new(id, new, seq, created_at, &Limits::default())
+        Task::sample(seq, priority, created_at, data)
     }
 
     fn queued(tasks: &[Task]) -> Queue {

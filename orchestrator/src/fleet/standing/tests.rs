@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{Standing, POSITION_COUNTED};
 use crate::clock::ManualClock;
 use crate::fleet::queue::Queue;
-use crate::fleet::task::{Task, TaskId};
+use crate::fleet::task::Task;
 use crate::fleet::{committed, Fleet, Limits, NewTask};
 use crate::store::{MemoryStore, Snapshot, StoreHandle};
 
@@ -18,16 +18,7 @@ const AGING_S: f64 = 60.0;
 const MODEL: &str = "qwen2.5:0.5b";
 
 fn task(seq: u64, priority: u8, data: Value) -> Task {
-    let new = NewTask {
-        task_type: "agent_action".into(),
-        data,
-        priority,
-        timeout_s: None,
-        max_attempts: None,
-        expires_s: None,
-    };
-    let id: TaskId = Arc::from(format!("t{seq}").as_str());
-    Task::new(id, new, seq, 100.0 + seq as f64, &Limits::default())
+    Task::sample(seq, priority, 100.0 + seq as f64, data)
 }
 
 fn standing(q: &Queue, t: &Task) -> Option<Standing> {
