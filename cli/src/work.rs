@@ -50,7 +50,7 @@ pub fn work_view(
     );
     section(
         &mut out,
-        &["PENDING", "TYPE", "PRI", "WAITING", "REASON"],
+        &["PENDING", "TYPE", "PRI", "WAITING", "STARTS", "REASON"],
         &queue.pending,
         queue.total_pending,
         color,
@@ -58,6 +58,12 @@ pub fn work_view(
             vec![
                 cell(e.priority.to_string(), Style::Plain),
                 cell(duration(now - e.created_at), Style::Plain),
+                cell(
+                    e.expected_start_s
+                        .map(|s| format!("~{}", duration(s)))
+                        .unwrap_or_else(|| "-".into()),
+                    Style::Plain,
+                ),
                 cell(
                     truncate(e.pending_reason.as_deref().unwrap_or("-"), TEXT_MAX),
                     Style::Yellow,
@@ -168,6 +174,7 @@ mod tests {
             created_at: 1000.0,
             pending_reason: None,
             assigned_at: None,
+            expected_start_s: None,
         }
     }
 
@@ -196,12 +203,15 @@ mod tests {
         run.assigned_at = Some(1097.0);
         let mut wait = entry("bbbbbbbb-2", "code_generation", TaskState::Pending);
         wait.pending_reason = Some("no node offers model \"llama3.2:1b\"".into());
+        let mut next = entry("eeeeeeee-5", "agent_action", TaskState::Pending);
+        next.pending_reason = Some("every node that can run it is busy".into());
+        next.expected_start_s = Some(95.4);
         let queue = QueueResponse {
             pending_limit: None,
-            pending: vec![wait],
+            pending: vec![next, wait],
             assigned: vec![run],
             by_priority: BTreeMap::new(),
-            total_pending: 1,
+            total_pending: 2,
             total_assigned: 1,
         };
         let mut failed = recent("cccccccc-3", TaskState::Failed);
@@ -213,11 +223,12 @@ mod tests {
         };
         let text = work_view(&queue, Some(&recent), 1100.0, false);
         let expected = "\
-QUEUE  1 running, 1 pending
+QUEUE  1 running, 2 pending
 RUNNING   TYPE          NODE        FOR   ATTEMPT
 aaaaaaaa  agent_action  pi-kitchen  3.0s  1
-PENDING   TYPE             PRI  WAITING  REASON
-bbbbbbbb  code_generation  5    1m40s    no node offers model \"llama3.2:1b\"
+PENDING   TYPE             PRI  WAITING  STARTS  REASON
+eeeeeeee  agent_action     5    1m40s    ~1m35s  every node that can run it is busy
+bbbbbbbb  code_generation  5    1m40s    -       no node offers model \"llama3.2:1b\"
 
 RECENT
 TASK      TYPE          RESULT  NODE     TOOK  TOK/S  FINISHED  ERROR

@@ -205,6 +205,9 @@ pub struct QueueEntry {
     /// When the current attempt was assigned (running tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<f64>,
+    /// Seconds until a node is expected to start this pending task, as in its status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start_s: Option<f64>,
 }
 
 /// The queue: pending tasks in the order they will be offered, then assigned ones.

@@ -55,9 +55,8 @@ impl Inner {
 
     /// Seconds until a node is expected to start `task`, for an LLM task whose nodes'
     /// ends are known: when it is held for a busy node, that node's expected end; else
-    /// the first of the nodes that can run it to be free, then the tasks ahead of it in
-    /// its lane spread over those nodes at the model's typical run time there. None when
-    /// no node can run it or a busy node's end is not known.
+    /// what its lane's [`Outlook`] says for the tasks ahead of it. None when the fleet
+    /// cannot tell.
     pub(super) fn expected_start_s(
         &self,
         task: &Task,
@@ -65,18 +64,30 @@ impl Inner {
         l: &Limits,
         now: f64,
     ) -> Option<f64> {
-        let model = task.req.model.as_deref()?;
+        self.held_start_s(task, now).or_else(|| {
+            self.outlook(&task.req, l, now)?
+                .start_after(standing.ahead_in_lane)
+        })
+    }
+
+    /// When the busy node a task is held for is expected to start it.
+    pub(super) fn held_start_s(&self, task: &Task, now: f64) -> Option<f64> {
+        let held = self.estimates.held.get(&task.id)?;
+        Some((held.finish_at - held.run_s - now).max(0.0))
+    }
+
+    /// What the nodes that can run tasks of `req` promise; None for a task without a
+    /// model (its run time is not measured) or one no node can run.
+    pub(super) fn outlook(&self, req: &Requirements, l: &Limits, now: f64) -> Option<Outlook> {
+        let model = req.model.as_deref()?;
         let est = &self.estimates;
-        if let Some(held) = est.held.get(&task.id) {
-            return Some((held.finish_at - held.run_s - now).max(0.0));
-        }
         let holders: Vec<_> = self
             .nodes
             .values()
-            .filter(|n| n.facts().can_run(&task.req, &l.thermal).is_ok())
+            .filter(|n| n.facts().can_run(req, &l.thermal).is_ok())
             .collect();
         let first = holders.first()?;
-        let free: Vec<Option<f64>> = holders
+        let free = holders
             .iter()
             .map(|n| match est.busy_until.get(&n.id) {
                 Some(until) => Some(until - now),
@@ -84,9 +95,31 @@ impl Inner {
                 None => None,
             })
             .collect();
-        let run_s = est.typical_run_s(&first.id, model);
-        wait_s(&free, standing.ahead_in_lane as usize, run_s)
+        Some(Outlook {
+            free,
+            run_s: est.typical_run_s(&first.id, model),
+        })
     }
+}
+
+/// The nodes that can run one lane's tasks: when each is free (None: busy with an end
+/// nobody knows), and the model's typical run time there.
+pub(super) struct Outlook {
+    free: Vec<Option<f64>>,
+    run_s: f64,
+}
+
+impl Outlook {
+    /// Seconds until a task with `ahead` tasks before it in its lane is expected to start:
+    /// the first of the nodes to be free, then the tasks ahead spread over the nodes.
+    pub fn start_after(&self, ahead: u64) -> Option<f64> {
+        wait_s(&self.free, ahead as usize, self.run_s)
+    }
+}
+
+/// Seconds as the API shows them: a tenth is as precise as an estimate gets.
+pub(super) fn shown_s(s: f64) -> f64 {
+    (s * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

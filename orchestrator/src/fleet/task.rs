@@ -144,6 +144,7 @@ impl Task {
             assigned_at: self
                 .assigned_at
                 .filter(|_| self.state == TaskState::Assigned),
+            expected_start_s: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::limits::Limits;
 use super::placement::{pending_reason, Refusal, Requirements};
+use super::standing::{shown_s, Outlook};
 use super::tally::rate;
 use super::task::Task;
 use super::{Fleet, Inner};
@@ -165,7 +166,7 @@ impl Fleet {
         let expected_start_s = standing
             .as_ref()
             .and_then(|s| inner.expected_start_s(task, s, l, now))
-            .map(|s| (s * 10.0).round() / 10.0);
+            .map(shown_s);
         let status = TaskStatusResponse {
             task_id: task.id.to_string(),
             status: task.state,
@@ -402,23 +403,38 @@ impl Inner {
         c
     }
 
-    /// The first `limit` pending tasks in offer order, each with the reason it waits.
+    /// The first `limit` pending tasks in offer order, each with the reason it waits and
+    /// its expected start. Reasons and outlooks are worked out once per lane.
     fn pending_head(&self, limit: usize, l: &Limits, now: f64) -> Vec<QueueEntry> {
         let mut reasons: HashMap<Arc<Requirements>, String> = HashMap::new();
+        let mut outlooks: HashMap<Arc<Requirements>, Option<Outlook>> = HashMap::new();
+        let mut ahead: HashMap<Arc<Requirements>, u64> = HashMap::new();
         self.queue
             .head(limit)
             .into_iter()
             .filter_map(|id| self.tasks.get(id))
             .map(|t| {
-                let reason = if t.not_before.is_some_and(|nb| nb > now) {
-                    self.pending_reason(t, l, now)
-                } else {
-                    reasons
+                if t.not_before.is_some_and(|nb| nb > now) {
+                    return t.queue_entry(Some(self.pending_reason(t, l, now)));
+                }
+                let reason = reasons
+                    .entry(t.req.clone())
+                    .or_insert_with(|| self.pending_reason(t, l, now))
+                    .clone();
+                let before = ahead.entry(t.req.clone()).or_insert(0);
+                let in_lane = *before;
+                *before += 1;
+                let start = self.held_start_s(t, now).or_else(|| {
+                    outlooks
                         .entry(t.req.clone())
-                        .or_insert_with(|| self.pending_reason(t, l, now))
-                        .clone()
-                };
-                t.queue_entry(Some(reason))
+                        .or_insert_with(|| self.outlook(&t.req, l, now))
+                        .as_ref()?
+                        .start_after(in_lane)
+                });
+                QueueEntry {
+                    expected_start_s: start.map(shown_s),
+                    ..t.queue_entry(Some(reason))
+                }
             })
             .collect()
     }

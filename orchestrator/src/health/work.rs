@@ -169,6 +169,7 @@ mod tests {
             created_at: 90.0,
             pending_reason: None,
             assigned_at: None,
+            expected_start_s: None,
         }
     }
 

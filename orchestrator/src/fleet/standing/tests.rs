@@ -149,6 +149,21 @@ async fn tasks_behind_a_busy_node_expect_its_end_then_one_run_each() {
     let run = s2 - s1;
     assert!(run > 0.0, "{s1} {s2}");
     assert!(((s3 - s2) - run).abs() < 0.2, "{s1} {s2} {s3}");
+    // The queue listing says the same, in the same order.
+    let listed: Vec<(String, Option<f64>)> = f
+        .queue(10)
+        .pending
+        .into_iter()
+        .map(|e| (e.task_id, e.expected_start_s))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (queued[0].clone(), Some(s1)),
+            (queued[1].clone(), Some(s2)),
+            (queued[2].clone(), Some(s3)),
+        ]
+    );
     // Time passes: the wait shrinks by as much.
     clock.advance(s1 / 2.0);
     let (_, later) = expected(&f, &queued[0]);
