@@ -87,6 +87,10 @@ t1=$(cpu_s)
 end=$(date +%s.%N)
 rss_kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$agent/status")
 hwm_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$agent/status")
+# RSS counts the shared libc and libm pages every process on the board maps anyway; PSS
+# shares them out, and the anonymous part is what this process alone holds.
+pss_kb=$(awk '/^Pss:/ { print $2 }' "/proc/$agent/smaps_rollup" 2>/dev/null || echo 0)
+anon_kb=$(awk '/^RssAnon/ { print $2 }' "/proc/$agent/status")
 threads=$(awk '/^Threads/ { print $2 }' "/proc/$agent/status")
 cpu=$(awk -v a="$t0" -v b="$t1" -v s="$start" -v e="$end" \
   'BEGIN { printf "%.4f", (b - a) / (e - s) * 100 }')
@@ -100,6 +104,7 @@ if [[ -n ${x86_tls:-} ]]; then
   printf '  with --features tls: x86_64 %s, aarch64 %s\n' "$(mb "$x86_tls")" "$( [[ -n ${arm_tls:-} ]] && mb "$arm_tls" || echo skipped)"
 fi
 printf '  idle RSS (x86_64)                    %-28s <= 6 MB\n' "$(awk -v k="$rss_kb" 'BEGIN { printf "%.2f MB", k / 1024 }') (peak $(awk -v k="$hwm_kb" 'BEGIN { printf "%.2f MB", k / 1024 }'))"
+printf '  %-37s%-28s\n' 'idle PSS, of it anonymous' "$(awk -v p="$pss_kb" -v a="$anon_kb" 'BEGIN { printf "%.2f MB, %.2f MB", p / 1024, a / 1024 }')"
 printf '  idle CPU over %ss                    %-28s <= 0.5 %%\n' "$seconds" "$cpu % of one core ($cpu_ms ms)"
 printf '  threads                              %s\n' "$threads"
 echo "  (heartbeat every 10 s with Ollama tags+ps, long poll wait 20 s, real orchestrator on loopback)"
