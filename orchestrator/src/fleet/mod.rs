@@ -55,6 +55,8 @@ pub mod stream;
 mod tally;
 mod task;
 mod tasks;
+#[cfg(test)]
+mod testing;
 mod views;
 mod waiting;
 mod workers;

@@ -187,12 +187,8 @@ impl Task {
     /// A pending `agent_action` task `t{seq}` with `data`, for unit tests.
     pub fn sample(seq: u64, priority: u8, created_at: f64, data: Value) -> Task {
         let new = NewTask {
-            task_type: "agent_action".into(),
-            data,
             priority,
-            timeout_s: None,
-            max_attempts: None,
-            expires_s: None,
+            ..super::testing::new_task("agent_action", data)
         };
         let id: TaskId = Arc::from(format!("t{seq}").as_str());
         Task::new(id, new, seq, created_at, &Limits::default())

@@ -1,44 +1,31 @@
 //! The lost-answer rule on a fleet with a manual clock and a memory store.
 
-use std::sync::Arc;
-
-use pifleet_protocol::{Capabilities, HeartbeatRequest, RegisterRequest, TaskState};
+use pifleet_protocol::{Capabilities, HeartbeatRequest, TaskState};
 use serde_json::json;
 
 use crate::clock::ManualClock;
-use crate::fleet::{committed, Fleet, FleetError, Limits, NewTask, ResultReport};
-use crate::store::{MemoryStore, Snapshot, StoreHandle};
+use crate::fleet::testing::{memory_fleet, new_task, registered, submitted};
+use crate::fleet::{committed, Fleet, FleetError, Limits, ResultReport};
+use crate::store::Snapshot;
 
 fn fleet_from(snapshot: Snapshot, clock: &ManualClock) -> Fleet {
-    let (store, _join) = StoreHandle::spawn(Box::new(MemoryStore::new())).expect("store thread");
     let limits = Limits {
         retry_backoff_s: 0.0,
         ..Limits::default()
     };
-    Fleet::new(limits, store, snapshot, Arc::new(clock.clone()))
+    memory_fleet(limits, snapshot, clock)
 }
 
 async fn register(f: &Fleet, id: &str) {
-    let (_, commit) = f.register(RegisterRequest {
-        worker_id: id.into(),
-        worker_type: Some("test".into()),
-        capabilities: Capabilities::default(),
-        want_credential: false,
-    });
-    committed(commit).await.expect("register committed");
+    registered(f, id, "test", Capabilities::default()).await;
 }
 
 async fn submit(f: &Fleet) -> String {
-    let (id, commit) = f.submit(NewTask {
-        task_type: "evolution_mutation".into(),
-        data: json!({"genome": {"x": 1.0}}),
-        priority: 5,
-        timeout_s: None,
-        max_attempts: None,
-        expires_s: None,
-    });
-    committed(commit).await.expect("submit committed");
-    id
+    submitted(
+        f,
+        new_task("evolution_mutation", json!({"genome": {"x": 1.0}})),
+    )
+    .await
 }
 
 /// A poll answered at once, the answer handed over (`finish`): what the HTTP layer does.

@@ -3,27 +3,25 @@
 //! waiting is quicker), the order's round trip through heartbeats, and the pre-load of a
 //! model whose queue keeps growing.
 
-use std::sync::Arc;
-
 use pifleet_protocol::{
-    Capabilities, HeartbeatRequest, LoadedModel, ModelInfo, NodeMetrics, RegisterRequest,
-    StageAction, StageOrder, StageProgress, StageState,
+    Capabilities, HeartbeatRequest, LoadedModel, ModelInfo, NodeMetrics, StageAction, StageOrder,
+    StageProgress, StageState,
 };
 use serde_json::json;
 
 use crate::clock::ManualClock;
-use crate::fleet::{committed, Fleet, Limits, NewTask, Staging, StagingMode};
-use crate::store::{MemoryStore, Snapshot, StoreHandle};
+use crate::fleet::testing::{memory_fleet, new_task, registered, submitted};
+use crate::fleet::{Fleet, Limits, Staging, StagingMode};
+use crate::store::Snapshot;
 
 const MODEL: &str = "qwen2.5:0.5b";
 
 fn fleet(staging: Staging, clock: &ManualClock) -> Fleet {
-    let (store, _join) = StoreHandle::spawn(Box::new(MemoryStore::new())).expect("store thread");
     let limits = Limits {
         staging,
         ..Limits::default()
     };
-    Fleet::new(limits, store, Snapshot::default(), Arc::new(clock.clone()))
+    memory_fleet(limits, Snapshot::default(), clock)
 }
 
 fn staging(mode: StagingMode, bytes_per_s: f64) -> Staging {
@@ -41,26 +39,21 @@ async fn register(f: &Fleet, id: &str, has_model: bool) {
     } else {
         vec![]
     };
-    let (_, commit) = f.register(RegisterRequest {
-        worker_id: id.into(),
-        worker_type: Some("pifleet-agent".into()),
-        capabilities: Capabilities {
-            model_details: models
-                .iter()
-                .map(|m| ModelInfo {
-                    name: m.clone(),
-                    size_bytes: Some(400_000_000),
-                    ..Default::default()
-                })
-                .collect(),
-            models,
-            task_types: vec!["agent_action".into()],
-            model_pull: Some(true),
-            ..Default::default()
-        },
-        want_credential: false,
-    });
-    committed(commit).await.expect("register committed");
+    let caps = Capabilities {
+        model_details: models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.clone(),
+                size_bytes: Some(400_000_000),
+                ..Default::default()
+            })
+            .collect(),
+        models,
+        task_types: vec!["agent_action".into()],
+        model_pull: Some(true),
+        ..Default::default()
+    };
+    registered(f, id, "pifleet-agent", caps).await;
 }
 
 fn metrics(loaded: bool) -> NodeMetrics {
@@ -88,16 +81,13 @@ fn beat(f: &Fleet, id: &str, loaded: bool, staging: Vec<StageProgress>) -> Vec<S
     f.heartbeat(id, hb).expect("heartbeat").0.stage
 }
 
-async fn submit(f: &Fleet) {
-    let (_, commit) = f.submit(NewTask {
-        task_type: "agent_action".into(),
-        data: json!({"model": MODEL, "prompt": "hello"}),
-        priority: 5,
-        timeout_s: None,
-        max_attempts: None,
-        expires_s: None,
-    });
-    committed(commit).await.expect("submit committed");
+async fn submit(f: &Fleet) -> String {
+    submit_for(f, MODEL).await
+}
+
+async fn submit_for(f: &Fleet, model: &str) -> String {
+    let data = json!({"model": model, "prompt": "hello"});
+    submitted(f, new_task("agent_action", data)).await
 }
 
 /// "has" runs a task (placed by expected finish, so its end is known) and `queued` more
@@ -206,15 +196,7 @@ async fn a_link_measured_slow_stops_pulls_that_a_fast_configured_one_would_order
     let f = fleet(staging(StagingMode::Pull, 10_000_000.0), &clock);
     register(&f, "spare", false).await;
     beat(&f, "spare", false, vec![]);
-    let (other, commit) = f.submit(NewTask {
-        task_type: "agent_action".into(),
-        data: json!({"model": "other:1b", "prompt": "hello"}),
-        priority: 5,
-        timeout_s: None,
-        max_attempts: None,
-        expires_s: None,
-    });
-    committed(commit).await.expect("submit committed");
+    let other = submit_for(&f, "other:1b").await;
     f.tick();
     let orders = beat(&f, "spare", false, vec![]);
     assert_eq!(orders.len(), 1, "{orders:?}");

@@ -2,17 +2,16 @@
 //! expected start on a fleet with a manual clock: behind a busy node whose end is known,
 //! and unknown where no node can run it.
 
-use std::sync::Arc;
-
-use pifleet_protocol::{Capabilities, HeartbeatRequest, NodeMetrics, RegisterRequest};
+use pifleet_protocol::{Capabilities, HeartbeatRequest, NodeMetrics};
 use serde_json::{json, Value};
 
 use super::{Standing, POSITION_COUNTED};
 use crate::clock::ManualClock;
 use crate::fleet::queue::Queue;
 use crate::fleet::task::Task;
-use crate::fleet::{committed, Fleet, Limits, NewTask};
-use crate::store::{MemoryStore, Snapshot, StoreHandle};
+use crate::fleet::testing::{memory_fleet, new_task, registered, submitted};
+use crate::fleet::{Fleet, Limits};
+use crate::store::Snapshot;
 
 const AGING_S: f64 = 60.0;
 const MODEL: &str = "qwen2.5:0.5b";
@@ -79,23 +78,16 @@ fn the_place_is_counted_up_to_the_cap() {
 }
 
 fn fleet(clock: &ManualClock) -> Fleet {
-    let (store, _join) = StoreHandle::spawn(Box::new(MemoryStore::new())).expect("store thread");
-    let limits = Limits::default();
-    Fleet::new(limits, store, Snapshot::default(), Arc::new(clock.clone()))
+    memory_fleet(Limits::default(), Snapshot::default(), clock)
 }
 
 async fn register(f: &Fleet, id: &str) {
-    let (_, commit) = f.register(RegisterRequest {
-        worker_id: id.into(),
-        worker_type: Some("pifleet-agent".into()),
-        capabilities: Capabilities {
-            models: vec![MODEL.into()],
-            task_types: vec!["agent_action".into()],
-            ..Default::default()
-        },
-        want_credential: false,
-    });
-    committed(commit).await.expect("register committed");
+    let caps = Capabilities {
+        models: vec![MODEL.into()],
+        task_types: vec!["agent_action".into()],
+        ..Default::default()
+    };
+    registered(f, id, "pifleet-agent", caps).await;
     let hb = HeartbeatRequest {
         metrics: Some(NodeMetrics {
             temperature_c: Some(50.0),
@@ -107,16 +99,8 @@ async fn register(f: &Fleet, id: &str) {
 }
 
 async fn submit(f: &Fleet, model: &str) -> String {
-    let (id, commit) = f.submit(NewTask {
-        task_type: "agent_action".into(),
-        data: json!({"model": model, "prompt": "hello"}),
-        priority: 5,
-        timeout_s: None,
-        max_attempts: None,
-        expires_s: None,
-    });
-    committed(commit).await.expect("submit committed");
-    id
+    let data = json!({"model": model, "prompt": "hello"});
+    submitted(f, new_task("agent_action", data)).await
 }
 
 fn expected(f: &Fleet, id: &str) -> (Option<u64>, Option<f64>) {
