@@ -15,14 +15,7 @@ seconds=${3:-20}
 echo "building release binaries..."
 cargo build --release -q -p pifleet-orchestrator -p pifleet-system-tests --bins
 bin=target/release
-work=$(mktemp -d /tmp/pifleet-bench-events.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/bench_scratch.sh events
 
 source scripts/lib/free_port.sh
 port=$(free_port)

@@ -16,14 +16,7 @@ tokens=${3:-100}
 echo "building release binaries..."
 cargo build --release -q -p pifleet-orchestrator -p pifleet-agent -p pifleet-system-tests --bins
 bin=target/release
-work=$(mktemp -d /tmp/pifleet-bench-gateway.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/bench_scratch.sh gateway
 
 source scripts/lib/free_port.sh
 dport=$(free_port)
